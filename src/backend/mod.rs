@@ -1,0 +1,325 @@
+//! Connecting to a Postgres backend: TCP, TLS (SSLRequest, then rustls), the StartupMessage,
+//! login as the route's credentials, and the greeting up to the first ReadyForQuery.
+
+mod auth;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::BackendConfig;
+use crate::credentials::Credentials;
+use crate::error::{BackendError, ConfigError};
+use crate::protocol::backend as msg;
+use crate::protocol::frame;
+
+pub use auth::{Login, Step, StepError};
+pub use stream::BackendStream;
+
+/// Largest message pgvalet accepts from a backend during login.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// Startup parameters pgvalet sets itself, or never forwards.
+const NOT_FORWARDED: &[&str] = &["user", "database", "replication"];
+
+/// A backend, ready to connect to: the config resolved into what a connection needs.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+impl Target {
+    pub fn from_config(name: &str, config: &BackendConfig) -> Result<Target, ConfigError> {
+        let tls =
+            match crate::tls::backend::client_config(name, config)? {
+                None => None,
+                Some(client) => {
+                    let server_name = ServerName::try_from(config.server_name().to_owned())
+                        .map_err(|e| ConfigError::Invalid {
+                            path: "-".into(),
+                            key: format!("backends.{name}.server_name"),
+                            message: format!(
+                                "\"{}\" is not a DNS name or IP address: {e}",
+                                config.server_name()
+                            ),
+                        })?;
+                    Some((client, server_name))
+                }
+            };
+        Ok(Target {
+            name: name.to_owned(),
+            host: config.host.clone(),
+            port: config.port,
+            connect_timeout: config.connect_timeout,
+            tls,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Opens the transport: TCP, then TLS unless `tls = "disable"`. Used for sessions and for
+    /// forwarding cancel requests alike.
+    pub async fn open(&self) -> Result<BackendStream, BackendError> {
+        let addr = self.addr();
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| BackendError::Connect {
+                backend: self.name.clone(),
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let Some((client, server_name)) = &self.tls else {
+            return Ok(BackendStream::Plain(tcp));
+        };
+        let mut tcp = tcp;
+        let mut request = BytesMut::new();
+        frontend::ssl_request(&mut request);
+        let tls_error = |source| BackendError::Tls {
+            backend: self.name.clone(),
+            source,
+        };
+        tcp.write_all(&request).await.map_err(tls_error)?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.map_err(tls_error)?;
+        match answer[0] {
+            b'S' => {}
+            b'N' => {
+                return Err(BackendError::TlsRefused {
+                    backend: self.name.clone(),
+                });
+            }
+            other => {
+                return Err(BackendError::Protocol {
+                    backend: self.name.clone(),
+                    what: format!("answered the SSL request with byte {other:#04x}"),
+                });
+            }
+        }
+        let connector = TlsConnector::from(client.clone());
+        let tls = connector
+            .connect(server_name.clone(), tcp)
+            .await
+            .map_err(tls_error)?;
+        Ok(BackendStream::Tls(Box::new(tls)))
+    }
+}
+
+/// What the client asked for, passed on to the backend.
+pub struct Request<'a> {
+    pub credentials_name: &'a str,
+    pub credentials: &'a Credentials,
+    pub database: &'a str,
+    /// The client's startup parameters; `user`, `database` and `replication` are not forwarded.
+    pub params: &'a [(String, String)],
+}
+
+/// A logged-in backend connection, as it stood at its first ReadyForQuery.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: BackendStream,
+    pub target: Arc<Target>,
+    /// ParameterStatus values the backend reported, in order.
+    pub params: Vec<(String, String)>,
+    /// The backend's own cancel key (process id, secret).
+    pub key: Option<(i32, i32)>,
+    /// NoticeResponse frames sent during login, to pass on to the client.
+    pub notices: Vec<BytesMut>,
+    /// Transaction status of the first ReadyForQuery.
+    pub status: u8,
+    /// Bytes read past that ReadyForQuery; they belong to the client.
+    pub pending: BytesMut,
+}
+
+/// Connects and logs in, all within the target's `connect_timeout`.
+pub async fn connect(
+    target: Arc<Target>,
+    request: &Request<'_>,
+) -> Result<Connection, BackendError> {
+    let limit = target.connect_timeout;
+    match tokio::time::timeout(limit, connect_inner(target.clone(), request)).await {
+        Ok(result) => result,
+        Err(_) => Err(BackendError::ConnectTimeout {
+            backend: target.name.clone(),
+            addr: target.addr(),
+        }),
+    }
+}
+
+async fn connect_inner(
+    target: Arc<Target>,
+    request: &Request<'_>,
+) -> Result<Connection, BackendError> {
+    let mut stream = target.open().await?;
+    let backend = target.name.clone();
+    let protocol = |what: String| BackendError::Protocol {
+        backend: backend.clone(),
+        what,
+    };
+    let closed = || BackendError::Closed {
+        backend: target.name.clone(),
+    };
+
+    let channel_binding = match &stream {
+        BackendStream::Tls(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(crate::tls::backend::tls_server_end_point),
+        BackendStream::Plain(_) => None,
+    };
+
+    let user = request.credentials.username.as_str();
+    let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", request.database)];
+    params.extend(
+        request
+            .params
+            .iter()
+            .filter(|(k, _)| !NOT_FORWARDED.contains(&k.as_str()) && !k.starts_with("_pq_."))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let mut out = BytesMut::new();
+    frontend::startup_message(params.iter().copied(), &mut out)
+        .map_err(|e| protocol(e.to_string()))?;
+    write(&mut stream, &out, &target.name).await?;
+
+    let mut login = Login::new(user, request.credentials.password.expose(), channel_binding);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut connection = Connection {
+        stream,
+        target: target.clone(),
+        params: Vec::new(),
+        key: None,
+        notices: Vec::new(),
+        status: b'I',
+        pending: BytesMut::new(),
+    };
+    let mut authenticated = false;
+    loop {
+        let frame = match frame::split(&mut buf, MAX_LOGIN_MESSAGE) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let n = connection
+                    .stream
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|source| BackendError::Lost {
+                        backend: target.name.clone(),
+                        source,
+                    })?;
+                if n == 0 {
+                    return Err(closed());
+                }
+                continue;
+            }
+            Err(e) => return Err(protocol(format!("{e:?}"))),
+        };
+        match frame.tag {
+            b'R' if !authenticated => {
+                let request =
+                    msg::auth_request(frame.body()).map_err(|e| protocol(e.to_owned()))?;
+                match login.step(request) {
+                    Ok(Step::Send(bytes)) => {
+                        write(&mut connection.stream, &bytes, &target.name).await?
+                    }
+                    Ok(Step::Wait) => {}
+                    Ok(Step::Done) => {
+                        authenticated = true;
+                        tracing::debug!(backend = %target.name, user, channel_binding = login.bound(), "backend login ok");
+                    }
+                    Err(StepError::Unsupported(what)) => {
+                        return Err(BackendError::UnsupportedAuth {
+                            backend: target.name.clone(),
+                            what,
+                        });
+                    }
+                    Err(StepError::Protocol(what)) => return Err(protocol(what)),
+                }
+            }
+            b'E' => {
+                let fields = msg::error_fields(frame.body());
+                return Err(BackendError::Login {
+                    backend: target.name.clone(),
+                    user: user.to_owned(),
+                    credentials: request.credentials_name.to_owned(),
+                    code: msg::field(&fields, b'C').to_owned(),
+                    message: msg::field(&fields, b'M').to_owned(),
+                });
+            }
+            b'N' => connection.notices.push(frame.bytes),
+            b'S' if authenticated => {
+                let (name, value) = msg::parameter_status(frame.body())
+                    .ok_or_else(|| protocol("malformed ParameterStatus".into()))?;
+                connection.params.push((name.to_owned(), value.to_owned()));
+            }
+            b'K' if authenticated => {
+                connection.key = msg::backend_key_data(frame.body());
+            }
+            b'v' => {} // NegotiateProtocolVersion: the backend speaks an older 3.x; pgvalet asks for 3.0.
+            b'Z' if authenticated => {
+                connection.status = frame.body().first().copied().unwrap_or(b'I');
+                connection.pending = buf;
+                return Ok(connection);
+            }
+            tag => {
+                return Err(protocol(format!(
+                    "unexpected message '{}' during login",
+                    tag as char
+                )));
+            }
+        }
+    }
+}
+
+async fn write(
+    stream: &mut BackendStream,
+    bytes: &[u8],
+    backend: &str,
+) -> Result<(), BackendError> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|source| BackendError::Lost {
+            backend: backend.to_owned(),
+            source,
+        })
+}
+
+/// Sends a CancelRequest for the backend process `key` over a fresh connection to the target,
+/// as Postgres expects, and closes it.
+pub async fn cancel(target: &Target, key: (i32, i32)) -> Result<(), BackendError> {
+    let send = async {
+        let mut stream = target.open().await?;
+        let mut out = BytesMut::new();
+        frontend::cancel_request(key.0, key.1, &mut out);
+        write(&mut stream, &out, &target.name).await?;
+        let _ = stream.shutdown().await;
+        Ok(())
+    };
+    match tokio::time::timeout(target.connect_timeout, send).await {
+        Ok(result) => result,
+        Err(_) => Err(BackendError::ConnectTimeout {
+            backend: target.name.clone(),
+            addr: target.addr(),
+        }),
+    }
+}

@@ -1,0 +1,386 @@
+//! The configuration file: one TOML document, read once at start (and on reload, later), checked
+//! as a whole by [`Config::validate`] before anything listens. Every error names the file and the key.
+
+pub mod duration;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::authz::Identity;
+use crate::error::ConfigError;
+
+/// The whole configuration, as read from `--config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect, e.g. `127.0.0.1:6432`.
+    pub listen_addr: SocketAddr,
+    /// Source networks allowed to open a connection at all; checked before TLS.
+    pub allow_cidrs: Vec<IpNet>,
+    /// Deadline for everything before the session is handed its backend.
+    #[serde(default = "defaults::handshake_timeout", with = "duration_serde")]
+    pub handshake_timeout: Duration,
+    /// Client connections open at once; the next one is closed at accept.
+    #[serde(default = "defaults::max_clients")]
+    pub max_clients: usize,
+    /// Written into the high bits of the cancel keys this instance hands out.
+    #[serde(default)]
+    pub instance_id: u8,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendConfig>,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialsConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The client-facing TLS endpoint. A client certificate is always required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM chain presented to clients, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM bundle of the CAs whose client certificates are accepted.
+    pub client_ca: PathBuf,
+    /// PEM CRLs; a client certificate they revoke fails the handshake.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// How pgvalet protects its connection to a backend, named as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTls {
+    Disable,
+    Require,
+    VerifyCa,
+    #[default]
+    VerifyFull,
+}
+
+/// A Postgres server pgvalet connects to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub host: String,
+    #[serde(default = "defaults::pg_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: BackendTls,
+    /// PEM bundle that signs the backend's certificate (verify-ca, verify-full).
+    pub ca: Option<PathBuf>,
+    /// Name checked against the backend certificate and sent as SNI; defaults to `host`.
+    pub server_name: Option<String>,
+    #[serde(default = "defaults::connect_timeout", with = "duration_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl BackendConfig {
+    pub fn server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+/// Where the database user name and password for a route come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CredentialsConfig {
+    /// A JSON file `{"username": …, "password": …}` in the shape of an RDS secret.
+    File { path: PathBuf },
+}
+
+/// Who may connect (a certificate identity, from where, as which user, to which databases) and
+/// what pgvalet connects to for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// `uri:…`, `dns:…` or `cn:…`, matched exactly against the client certificate.
+    pub identity: Identity,
+    /// User names the client may put in its startup packet; defaults to the route's name.
+    pub users: Option<Vec<String>>,
+    /// Databases the client may ask for; `"*"` allows any.
+    pub databases: Vec<String>,
+    /// Source networks for this route, on top of the global `allow_cidrs`; default: no extra limit.
+    pub allow_cidrs: Option<Vec<IpNet>>,
+    /// Key of a `[backends.…]` table.
+    pub backend: String,
+    /// Key of a `[credentials.…]` table.
+    pub credentials: String,
+}
+
+impl RouteConfig {
+    /// The user names a client may present on this route.
+    pub fn users(&self) -> Vec<&str> {
+        match &self.users {
+            Some(users) => users.iter().map(String::as_str).collect(),
+            None => vec![self.name.as_str()],
+        }
+    }
+
+    pub fn allows_database(&self, database: &str) -> bool {
+        self.databases.iter().any(|d| d == "*" || d == database)
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_clients() -> usize {
+        10_000
+    }
+    pub fn pg_port() -> u16 {
+        5432
+    }
+}
+
+mod duration_serde {
+    pub use super::duration::deserialize;
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source: Box::new(source),
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: origin.to_owned(),
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: references between tables, required companions, ambiguity.
+    /// The error is `(key, message)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: String, message: String| Err((key, message));
+        if self.handshake_timeout.is_zero() {
+            return fail("handshake_timeout".into(), "must be longer than 0".into());
+        }
+        if self.max_clients == 0 {
+            return fail("max_clients".into(), "must be at least 1".into());
+        }
+        if self.allow_cidrs.is_empty() {
+            return fail(
+                "allow_cidrs".into(),
+                "is empty, so no client could connect; list the networks clients come from".into(),
+            );
+        }
+        for (name, backend) in &self.backends {
+            let key = |field: &str| format!("backends.{name}.{field}");
+            if backend.host.is_empty() {
+                return fail(key("host"), "is empty".into());
+            }
+            if backend.port == 0 {
+                return fail(key("port"), "must be 1-65535".into());
+            }
+            let verifies = matches!(backend.tls, BackendTls::VerifyCa | BackendTls::VerifyFull);
+            if verifies && backend.ca.is_none() {
+                return fail(
+                    key("ca"),
+                    format!(
+                        "is required with tls = \"{}\": name the PEM bundle that signs the backend's certificate",
+                        if backend.tls == BackendTls::VerifyCa {
+                            "verify-ca"
+                        } else {
+                            "verify-full"
+                        }
+                    ),
+                );
+            }
+        }
+        let mut names = HashSet::new();
+        let mut claims: HashSet<(&Identity, &str)> = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if route.name.is_empty() {
+                return fail(key("name"), "is empty".into());
+            }
+            if !names.insert(route.name.as_str()) {
+                return fail(key("name"), format!("\"{}\" names two routes", route.name));
+            }
+            if !self.backends.contains_key(&route.backend) {
+                return fail(
+                    key("backend"),
+                    format!("\"{}\" is not a [backends.…] table", route.backend),
+                );
+            }
+            if !self.credentials.contains_key(&route.credentials) {
+                return fail(
+                    key("credentials"),
+                    format!("\"{}\" is not a [credentials.…] table", route.credentials),
+                );
+            }
+            if route.databases.is_empty() {
+                return fail(
+                    key("databases"),
+                    "is empty, so the route allows nothing; list databases or write [\"*\"]".into(),
+                );
+            }
+            if route.users.as_ref().is_some_and(Vec::is_empty) {
+                return fail(key("users"), "is empty, so the route allows nothing".into());
+            }
+            for user in route.users() {
+                if !claims.insert((&route.identity, user)) {
+                    return fail(
+                        key("users"),
+                        format!(
+                            "identity {} as user \"{user}\" is already claimed by an earlier route",
+                            route.identity
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        listen_addr = "127.0.0.1:6432"
+        allow_cidrs = ["127.0.0.0/8"]
+        [tls]
+        cert = "s.crt"
+        key = "s.key"
+        client_ca = "ca.crt"
+        [backends.main]
+        host = "127.0.0.1"
+        ca = "ca.crt"
+        [credentials.orders]
+        source = "file"
+        path = "orders.json"
+        [[routes]]
+        name = "orders"
+        identity = "uri:spiffe://x/orders"
+        databases = ["orders"]
+        backend = "main"
+        credentials = "orders"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn good_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.backends["main"].port, 5432);
+        assert_eq!(c.backends["main"].tls, BackendTls::VerifyFull);
+        assert_eq!(c.backends["main"].server_name(), "127.0.0.1");
+        assert_eq!(c.routes[0].users(), vec!["orders"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(
+            &GOOD
+                .replace("max_clients", "x")
+                .replace("[tls]", "colour = 1\n[tls]"),
+        )
+        .unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_credentials_is_named() {
+        let err =
+            parse(&GOOD.replace("path = \"orders.json\"", "path = \"o\"\npth = 1")).unwrap_err();
+        assert!(err.contains("pth"), "{err}");
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let err = parse(&GOOD.replace("backend = \"main\"", "backend = \"nope\"")).unwrap_err();
+        assert!(
+            err.contains("routes[0].backend") && err.contains("nope"),
+            "{err}"
+        );
+        let err =
+            parse(&GOOD.replace("credentials = \"orders\"", "credentials = \"x\"")).unwrap_err();
+        assert!(err.contains("routes[0].credentials"), "{err}");
+    }
+
+    #[test]
+    fn verify_needs_a_ca() {
+        let backend_ca = "host = \"127.0.0.1\"\n        ca = \"ca.crt\"\n";
+        assert!(GOOD.contains(backend_ca));
+        let err = parse(&GOOD.replace(backend_ca, "host = \"h\"\n")).unwrap_err();
+        assert!(err.contains("backends.main.ca"), "{err}");
+        assert!(parse(&GOOD.replace(backend_ca, "host = \"h\"\ntls = \"require\"\n")).is_ok());
+    }
+
+    #[test]
+    fn bad_identity_kind_is_refused() {
+        let err = parse(&GOOD.replace("uri:spiffe", "email:spiffe")).unwrap_err();
+        assert!(err.contains("identity") || err.contains("uri:"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_refused() {
+        let err = parse(&GOOD.replace("[tls]", "handshake_timeout = \"10\"\n[tls]")).unwrap_err();
+        assert!(
+            err.contains("handshake_timeout") && err.contains("no unit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_claim_is_refused() {
+        let second = "[[routes]]\nname = \"orders2\"\nidentity = \"uri:spiffe://x/orders\"\nusers = [\"orders\"]\ndatabases = [\"*\"]\nbackend = \"main\"\ncredentials = \"orders\"\n";
+        let err = parse(&format!("{GOOD}\n{second}")).unwrap_err();
+        assert!(
+            err.contains("routes[1].users") && err.contains("already claimed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_allow_cidrs_is_refused() {
+        let err = parse(&GOOD.replace("[\"127.0.0.0/8\"]", "[]")).unwrap_err();
+        assert!(err.contains("allow_cidrs"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! Error types, one enum per layer. Errors that end a client connection implement [`ClientError`],
+//! so the text the client sees, the log line and the outcome label come from one place.
+//!
+//! No error here ever carries a password or a secret's value.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// An error that ends a client's connection attempt.
+pub trait ClientError: std::error::Error {
+    /// The SQLSTATE sent to the client, or `None` when nothing can be sent (a TLS failure,
+    /// where rustls has already sent its alert, or a peer that is gone).
+    fn sqlstate(&self) -> Option<&str>;
+    /// The message the client sees. Defaults to the error's Display, which never holds a secret.
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
+    /// A short stable label for logs and metrics: `tls_failed`, `route_denied`, …
+    fn kind(&self) -> &'static str;
+}
+
+/// The configuration file is unreadable or wrong. Every variant names the file; `Invalid` and
+/// `Parse` also name the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{}: {key} {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{key}: {}: {message}", path.display())]
+    File {
+        key: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// Failures of the client side of the handshake: before, during and right after TLS.
+#[derive(Debug, Error)]
+pub enum FrontError {
+    #[error("timed out {phase}")]
+    Timeout { phase: &'static str },
+    #[error("connection lost {phase}: {source}")]
+    Io {
+        phase: &'static str,
+        source: io::Error,
+    },
+    #[error(
+        "pgvalet requires TLS with a client certificate: connect with sslmode=verify-full and sslcert/sslkey"
+    )]
+    TlsRequired,
+    #[error("invalid startup packet length {0} (must be 8 to {max})", max = crate::protocol::startup::MAX_STARTUP_LEN)]
+    StartupLength(u32),
+    #[error("invalid startup packet: {0}")]
+    StartupLayout(&'static str),
+    #[error("received unencrypted data after SSL request")]
+    BytesAfterSslRequest,
+    #[error("unsupported frontend protocol {major}.{minor}: pgvalet supports 3.0")]
+    UnsupportedProtocol { major: u16, minor: u16 },
+    #[error("unexpected {0} inside TLS")]
+    UnexpectedInsideTls(&'static str),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
+    #[error("direct TLS connection without the ALPN protocol \"postgresql\"")]
+    NoAlpn,
+    #[error("client certificate could not be read: {0}")]
+    Certificate(String),
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    #[error("pgvalet does not proxy replication connections")]
+    Replication,
+}
+
+impl ClientError for FrontError {
+    fn sqlstate(&self) -> Option<&str> {
+        match self {
+            FrontError::Timeout { .. } | FrontError::Io { .. } | FrontError::Tls(_) => None,
+            FrontError::NoAlpn => None,
+            FrontError::TlsRequired | FrontError::Certificate(_) => Some("28000"),
+            FrontError::UnsupportedProtocol { .. } | FrontError::Replication => Some("0A000"),
+            FrontError::StartupLength(_)
+            | FrontError::StartupLayout(_)
+            | FrontError::BytesAfterSslRequest
+            | FrontError::UnexpectedInsideTls(_) => Some("08P01"),
+            FrontError::NoUser => Some("28000"),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            FrontError::Timeout { .. } => "timeout",
+            FrontError::Io { .. } => "client_gone",
+            FrontError::TlsRequired => "tls_required",
+            FrontError::Tls(_) | FrontError::NoAlpn => "tls_failed",
+            FrontError::Certificate(_) => "no_cert",
+            _ => "protocol_error",
+        }
+    }
+}
+
+/// The client is who it says, but no route lets it in.
+#[derive(Debug, Error)]
+#[error("pgvalet: {identity} may not connect: {reason}")]
+pub struct Denied {
+    pub identity: String,
+    pub reason: String,
+}
+
+impl ClientError for Denied {
+    fn sqlstate(&self) -> Option<&str> {
+        Some("28000")
+    }
+    fn kind(&self) -> &'static str {
+        "route_denied"
+    }
+}
+
+/// The credentials for a route could not be had. Names the credentials entry, never its value.
+#[derive(Debug, Error)]
+pub enum CredentialsError {
+    #[error("credentials \"{name}\" could not be read from {location}: {source}")]
+    Unreadable {
+        name: String,
+        location: String,
+        source: io::Error,
+    },
+    #[error("credentials \"{name}\" from {location} are malformed: {detail}")]
+    Malformed {
+        name: String,
+        location: String,
+        detail: String,
+    },
+}
+
+/// Connecting or logging in to a backend failed.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("pgvalet could not connect to backend \"{backend}\" at {addr}: {source}")]
+    Connect {
+        backend: String,
+        addr: String,
+        source: io::Error,
+    },
+    #[error("pgvalet timed out connecting to backend \"{backend}\" at {addr}")]
+    ConnectTimeout { backend: String, addr: String },
+    #[error("backend \"{backend}\" refused TLS (it answered the SSL request with 'N')")]
+    TlsRefused { backend: String },
+    #[error("TLS to backend \"{backend}\" failed: {source}")]
+    Tls { backend: String, source: io::Error },
+    #[error(
+        "backend \"{backend}\" refused the login of user \"{user}\" with credentials \"{credentials}\": {message} (SQLSTATE {code})"
+    )]
+    Login {
+        backend: String,
+        user: String,
+        credentials: String,
+        code: String,
+        message: String,
+    },
+    #[error("backend \"{backend}\" asked for authentication pgvalet does not do: {what}")]
+    UnsupportedAuth { backend: String, what: String },
+    #[error("backend \"{backend}\" broke the protocol: {what}")]
+    Protocol { backend: String, what: String },
+    #[error("connection to backend \"{backend}\" lost during login: {source}")]
+    Lost { backend: String, source: io::Error },
+    #[error("backend \"{backend}\" closed the connection during startup")]
+    Closed { backend: String },
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+impl BackendError {
+    /// The SQLSTATE the backend itself sent, when it refused the login.
+    pub fn backend_code(&self) -> Option<&str> {
+        match self {
+            BackendError::Login { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl ClientError for BackendError {
+    /// A backend's refusal that the client can act on (no such database, no privilege) reaches
+    /// it with the backend's own SQLSTATE and text; a failed login with the route's credentials
+    /// is pgvalet's problem, not the client's, and becomes 08006.
+    fn sqlstate(&self) -> Option<&str> {
+        match self {
+            BackendError::Login { code, .. } if !is_auth_failure(code) => Some(code),
+            _ => Some("08006"),
+        }
+    }
+    fn client_message(&self) -> String {
+        match self {
+            BackendError::Login { code, message, .. } if !is_auth_failure(code) => message.clone(),
+            _ => self.to_string(),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Login { .. } => "backend_auth_failed",
+            BackendError::Credentials(_) => "credentials_failed",
+            _ => "backend_failed",
+        }
+    }
+}
+
+/// SQLSTATEs with which Postgres refuses a login's credentials.
+pub fn is_auth_failure(code: &str) -> bool {
+    code == "28P01" || code == "28000"
+}

@@ -1,0 +1,35 @@
+#![forbid(unsafe_code)]
+//! pgvalet: an mTLS-terminating PostgreSQL proxy. A client proves who it is with a certificate;
+//! pgvalet maps that identity to a route, logs in to the backend with the route's credentials,
+//! and relays the session. The client never holds a database password.
+//!
+//! # Layout
+//!
+//! The path of one connection, in module order:
+//!
+//! - [`server`]: accept loop, global CIDR gate, client limit, stop.
+//! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
+//!   handshake (first packet, TLS, startup packet), `session::relay` moves the bytes.
+//! - [`protocol`]: sans-IO wire protocol: first packets, message frames, messages pgvalet sends.
+//! - [`tls`]: client-facing TLS config, certificate identity, backend TLS.
+//! - [`authz`]: identities, CIDR checks, route lookup (deny by default).
+//! - [`credentials`]: where database logins come from (`file` today), with secret values hidden.
+//! - [`pool`]: the [`pool::BackendConnector`] a session asks for a backend connection.
+//! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
+//! - [`cancel`]: pgvalet's own cancel keys and their forwarding.
+//! - [`config`]: the TOML file and its validation; [`error`]: error types per layer.
+
+pub mod authz;
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod tls;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,105 @@
+#![forbid(unsafe_code)]
+//! The `pgvalet` command: `run` serves, `check` validates a config and its files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgvalet::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "pgvalet", version, about = "mTLS-terminating PostgreSQL proxy")]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, short, global = true, default_value = "pgvalet.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients (the default).
+    Run,
+    /// Validate the configuration and load its certificates and keys, then exit.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PGVALET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgvalet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match pgvalet::server::State::build(config) {
+            Ok(_) => {
+                println!(
+                    "✓ {}: configuration, certificates and keys are valid",
+                    cli.config.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("✗ {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => serve(config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgvalet: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!(
+                    "pgvalet: cannot listen on {} (listen_addr): {e}",
+                    config.listen_addr
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        match pgvalet::run(config, listener, stop_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgvalet: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,154 @@
+//! One client connection from accept to close: the front door, routing, a backend connection
+//! from the connector, the greeting, and the relay. Every outcome ends in one log line.
+
+pub mod frontdoor;
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::authz;
+use crate::backend::Connection;
+use crate::cancel::{self, Registry};
+use crate::error::{ClientError, FrontError};
+use crate::pool::Checkout;
+use crate::protocol::messages;
+use crate::server::State;
+use frontdoor::{Arrival, Client};
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    cancels: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
+    let started = Instant::now();
+    let deadline = started + state.config.handshake_timeout;
+    let arrival = tokio::select! {
+        arrival = frontdoor::accept(tcp, &state.tls, deadline) => arrival,
+        () = shutdown.cancelled() => return,
+    };
+    match arrival {
+        Err(e) => log_refusal(peer, None, &e),
+        Ok(Arrival::Cancel(key)) => {
+            let outcome = cancels.cancel(&key).await;
+            tracing::info!(%peer, pid = key.pid, ?outcome, "cancel request");
+        }
+        Ok(Arrival::Client(client)) => {
+            session(*client, peer, state, cancels, shutdown, deadline, started).await
+        }
+    }
+}
+
+async fn session(
+    mut client: Client,
+    peer: SocketAddr,
+    state: Arc<State>,
+    cancels: Arc<Registry>,
+    shutdown: CancellationToken,
+    deadline: Instant,
+    started: Instant,
+) {
+    let identity = client
+        .identities
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let request = authz::Request {
+        identities: &client.identities,
+        user: &client.user,
+        database: &client.database,
+        source: peer.ip(),
+    };
+    let route = match authz::route(&state.config.routes, &request) {
+        Ok(route) => route,
+        Err(denied) => {
+            let e = frontdoor::reject(&mut client.tls, denied).await;
+            return log_refusal(peer, Some(&identity), &e);
+        }
+    };
+    let Some(target) = state.targets.get(&route.backend).cloned() else {
+        // validate() makes every route name a backend; a missing one is a bug, not input.
+        tracing::error!(route = %route.name, "route names a backend that was not built");
+        return;
+    };
+    let checkout = Checkout {
+        target,
+        credentials: &route.credentials,
+        database: &client.database,
+        params: &client.startup.params,
+    };
+    let connected = tokio::time::timeout_at(deadline, state.connector.checkout(checkout)).await;
+    let backend = match connected {
+        Ok(Ok(backend)) => backend,
+        Ok(Err(e)) => {
+            let e = frontdoor::reject(&mut client.tls, e).await;
+            return log_refusal(peer, Some(&identity), &e);
+        }
+        Err(_) => {
+            let e = FrontError::Timeout {
+                phase: "waiting for a backend connection",
+            };
+            let e = frontdoor::reject(&mut client.tls, e).await;
+            return log_refusal(peer, Some(&identity), &e);
+        }
+    };
+    let ticket = cancels.issue();
+    ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
+    let greeting = greeting(&client, &backend, &ticket);
+    tracing::info!(
+        %peer, identity, route = %route.name, user = %client.user, database = %client.database,
+        backend = %backend.target.name, setup_ms = started.elapsed().as_millis() as u64,
+        "session started"
+    );
+    let outcome = relay::run(client.tls, backend, greeting, &shutdown).await;
+    drop(ticket);
+    tracing::info!(
+        %peer, identity, route = %route.name,
+        duration_ms = started.elapsed().as_millis() as u64,
+        bytes_from_client = outcome.from_client, bytes_to_client = outcome.to_client,
+        reason = outcome.reason,
+        "session ended"
+    );
+}
+
+/// What the client hears after its startup packet: the protocol answer if it asked for more than
+/// 3.0, AuthenticationOk, the backend's ParameterStatus values, pgvalet's own cancel key, any
+/// login notices, ReadyForQuery, and whatever the backend already sent beyond it.
+fn greeting(client: &Client, backend: &Connection, ticket: &cancel::Ticket) -> BytesMut {
+    let mut out = BytesMut::with_capacity(1024);
+    let options = client.startup.protocol_options();
+    if client.startup.minor > 0 || !options.is_empty() {
+        messages::negotiate_protocol_version(&mut out, options);
+    }
+    messages::authentication_ok(&mut out);
+    for (name, value) in &backend.params {
+        messages::parameter_status(&mut out, name, value);
+    }
+    let (pid, secret) = ticket.key();
+    messages::backend_key_data(&mut out, pid, secret);
+    for notice in &backend.notices {
+        out.extend_from_slice(notice);
+    }
+    messages::ready_for_query(&mut out, backend.status);
+    out.extend_from_slice(&backend.pending);
+    out
+}
+
+fn log_refusal(peer: SocketAddr, identity: Option<&str>, error: &dyn ClientError) {
+    tracing::info!(
+        %peer,
+        identity = identity.unwrap_or(""),
+        reason = error.kind(),
+        sqlstate = error.sqlstate().unwrap_or(""),
+        error = %error,
+        "connection refused"
+    );
+}

@@ -1,0 +1,257 @@
+//! A temporary Postgres cluster for tests: initdb with SCRAM and TLS, on a free loopback port,
+//! under a directory of its own in /tmp so the `postgres` user can reach it (when the tests run
+//! as root, the server runs as `postgres`).
+//!
+//! The cluster is watched by a small shell that stops it and removes its directory when the
+//! test process's end of a pipe closes, so a test binary that panics or is killed leaves
+//! nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+
+/// Database users the cluster has, with the auth method pg_hba gives them.
+pub const ROLES: &[(&str, &str)] = &[
+    ("orders_svc", "scram-sha-256"),
+    ("billing_svc", "scram-sha-256"),
+    ("md5_svc", "md5"),
+    ("plain_svc", "password"),
+];
+
+pub struct Cluster {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub socket_dir: PathBuf,
+    /// Password of each role in [`ROLES`].
+    pub passwords: Vec<(String, String)>,
+    watchdog: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+/// The directory holding initdb, pg_ctl and postgres: PATH first, then Debian's layout.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v pg_ctl"])
+        .output()
+    {
+        let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !found.is_empty() {
+            let real = std::fs::canonicalize(&found).unwrap_or_else(|_| PathBuf::from(&found));
+            return real.parent().unwrap().to_owned();
+        }
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run `make test`, which installs it")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("no PostgreSQL bin directory under /usr/lib/postgresql")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn random_password() -> String {
+    let bytes: [u8; 16] = rand_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, &mut out).unwrap();
+    out
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Cluster {
+    /// Starts a cluster whose server certificate, key and CA come from `pki`.
+    pub fn start(pki: &Path) -> Cluster {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("pgvalet-test-pg-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        let port = free_port();
+        let data = dir.join("data");
+        let socket_dir = dir.join("run");
+        std::fs::create_dir_all(&socket_dir).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        for (name, target) in [
+            ("postgres.crt", "server.crt"),
+            ("postgres.key", "server.key"),
+            ("ca.crt", "ca.crt"),
+        ] {
+            std::fs::copy(pki.join(name), dir.join(target)).unwrap();
+        }
+        let passwords: Vec<(String, String)> = ROLES
+            .iter()
+            .map(|(r, _)| (r.to_string(), random_password()))
+            .collect();
+
+        let mut hba = String::from("local all all trust\n");
+        for (role, method) in ROLES {
+            hba += &format!(
+                "hostssl all {role} 127.0.0.1/32 {method}\nhostssl all {role} ::1/128 {method}\n"
+            );
+        }
+        hba += "hostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n";
+        std::fs::write(dir.join("pg_hba.conf"), hba).unwrap();
+
+        let mut setup = String::new();
+        for (role, password) in &passwords {
+            let method = ROLES.iter().find(|(r, _)| r == role).unwrap().1;
+            let encryption = if method == "md5" {
+                "md5"
+            } else {
+                "scram-sha-256"
+            };
+            setup += &format!(
+                "SET password_encryption = '{encryption}';\nCREATE ROLE {role} LOGIN PASSWORD '{password}';\n"
+            );
+        }
+        for (db, owner) in [("orders", "orders_svc"), ("billing", "billing_svc")] {
+            setup += &format!(
+                "CREATE DATABASE {db} OWNER {owner};\nREVOKE ALL ON DATABASE {db} FROM PUBLIC;\n"
+            );
+        }
+        for role in ["md5_svc", "plain_svc"] {
+            setup += &format!("GRANT CONNECT ON DATABASE orders TO {role};\n");
+        }
+        std::fs::write(dir.join("setup.sql"), setup).unwrap();
+
+        let root = is_root();
+        let as_pg = if root { "runuser -u postgres --" } else { "" };
+        if root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the test cluster failed");
+        }
+        let d = |p: &Path| sh_quote(&p.display().to_string());
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sock} -c ssl=on \
+             -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key -c ssl_ca_file={dir}/ca.crt \
+             -c hba_file={dir}/pg_hba.conf -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections=200 -c shared_buffers=32MB -c log_min_messages=warning",
+            sock = socket_dir.display(),
+            dir = dir.display(),
+        );
+        let script = format!(
+            r#"set -e
+            chmod 700 {dir}/server.key
+            {as_pg} {bin}/initdb -D {data} -U postgres --auth=trust -N -E UTF8 --locale=C >{dir}/initdb.log 2>&1 || {{ cat {dir}/initdb.log >&2; exit 1; }}
+            {as_pg} {bin}/pg_ctl -D {data} -l {dir}/postgres.log -w -t 30 -o {options} start >/dev/null || {{ cat {dir}/postgres.log >&2; exit 1; }}
+            {as_pg} psql -X -q -v ON_ERROR_STOP=1 -h {sock} -p {port} -U postgres -d postgres -f {dir}/setup.sql >/dev/null
+            echo ready
+            set +e
+            cat >/dev/null
+            {as_pg} {bin}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1
+            rm -rf {dir}
+            "#,
+            dir = d(&dir),
+            data = d(&data),
+            sock = d(&socket_dir),
+            bin = d(&bin),
+            options = sh_quote(&options),
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("could not run sh");
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the test Postgres cluster did not start (see stderr above)"
+        );
+        Cluster {
+            port,
+            dir,
+            socket_dir,
+            passwords,
+            watchdog: Mutex::new(Some((child, stdin))),
+        }
+    }
+
+    pub fn password(&self, role: &str) -> &str {
+        &self
+            .passwords
+            .iter()
+            .find(|(r, _)| r == role)
+            .expect("unknown role")
+            .1
+    }
+
+    /// Runs SQL as the superuser over the unix socket; returns trimmed unaligned output.
+    pub fn admin_sql(&self, db: &str, sql: &str) -> String {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "psql"]);
+            c
+        } else {
+            Command::new("psql")
+        };
+        let out = cmd
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "admin SQL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Closing the pipe tells the watchdog to stop the server and remove the directory.
+        if let Some((mut child, stdin)) = self.watchdog.lock().ok().and_then(|mut g| g.take()) {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
