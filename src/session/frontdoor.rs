@@ -142,6 +142,12 @@ async fn open(tcp: &mut TcpStream) -> Result<Opening, FrontError> {
                 return Err(FrontError::StartupLayout("a second GSSENC request"));
             }
             FirstPacket::Cancel(key) => return Ok(Opening::Cancel(key)),
+            FirstPacket::Startup(s) if s.major != 3 => {
+                return Err(FrontError::UnsupportedProtocol {
+                    major: s.major,
+                    minor: s.minor,
+                });
+            }
             FirstPacket::Startup(_) => return Err(FrontError::TlsRequired),
         }
     }

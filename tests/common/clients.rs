@@ -30,8 +30,13 @@ pub async fn psql(port: u16, cert: &str, user: &str, db: &str, sql: &str) -> Psq
         p(&format!("{cert}.crt")),
         p(&format!("{cert}.key")),
     );
+    psql_conninfo(&conn, sql).await
+}
+
+/// Runs `psql -c SQL` with a connection string of the caller's.
+pub async fn psql_conninfo(conn: &str, sql: &str) -> Psql {
     let out: Output = tokio::process::Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, &conn])
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, conn])
         .env_remove("PGPASSWORD")
         .env("PGAPPNAME", "pgvalet-test")
         .stdin(std::process::Stdio::null())

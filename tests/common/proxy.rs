@@ -51,7 +51,7 @@ pub fn config_text(dir: &Path, top: &str, tables: &str) -> String {
     let mut text = format!(
         r#"
 listen_addr = "127.0.0.1:0"
-allow_cidrs = ["127.0.0.0/8", "::1/128"]
+{cidrs}
 {top}
 
 [tls]
@@ -72,6 +72,11 @@ server_name = "localhost"
         ca = p("ca.crt"),
         crl = p("ca.crl"),
         port = c.port,
+        cidrs = if top.contains("allow_cidrs") {
+            ""
+        } else {
+            r#"allow_cidrs = ["127.0.0.0/8", "::1/128"]"#
+        },
     );
     for name in ["orders", "billing", "md5", "plain", "wrong"] {
         text += &format!(

@@ -1,0 +1,143 @@
+//! The ways in that must work besides the usual SSLRequest: PG17 direct TLS, GSSENC declined
+//! first, protocol 3.2 requests, and cancel requests in plaintext and inside TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+async fn login_ok<S>(raw: &mut Raw<S>, user: &str) -> Vec<Msg>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    raw.send(&startup_packet(
+        196_608,
+        &[("user", user), ("database", "orders")],
+    ))
+    .await;
+    let msgs = raw.read_until_ready_or_error().await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    msgs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_needs_alpn_postgresql() {
+    let proxy = Proxy::start().await;
+    let mut direct = Raw::connect(proxy.port())
+        .await
+        .tls(Some("orders"), Some(b"postgresql"))
+        .await
+        .unwrap();
+    let msgs = login_ok(&mut direct, "orders").await;
+    assert_eq!(msgs[0].tag, b'R', "AuthenticationOk first");
+
+    let mut no_alpn = Raw::connect(proxy.port())
+        .await
+        .tls(Some("orders"), None)
+        .await
+        .unwrap();
+    no_alpn
+        .send(&startup_packet(196_608, &[("user", "orders")]))
+        .await;
+    assert!(
+        no_alpn.closed_within(Duration::from_secs(5)).await,
+        "direct TLS without ALPN must be closed"
+    );
+
+    let wrong_alpn = Raw::connect(proxy.port())
+        .await
+        .tls(Some("orders"), Some(b"http/1.1"))
+        .await;
+    match wrong_alpn {
+        Err(e) => assert!(e.to_string().contains("NoApplicationProtocol"), "{e}"),
+        Ok(mut raw) => {
+            raw.send(&startup_packet(196_608, &[("user", "orders")]))
+                .await;
+            assert!(raw.closed_within(Duration::from_secs(5)).await);
+        }
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssenc_is_declined_then_ssl_works() {
+    let proxy = Proxy::start().await;
+    let mut raw = Raw::connect(proxy.port()).await;
+    raw.send(&GSSENC_REQUEST).await;
+    assert_eq!(raw.read_byte().await, Some(b'N'));
+    let mut tls = raw.start_tls(Some("orders")).await.unwrap();
+    login_ok(&mut tls, "orders").await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_3_2_is_negotiated_down_to_3_0() {
+    let proxy = Proxy::start().await;
+    let mut tls = Raw::connect(proxy.port())
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    let params = [
+        ("user", "orders"),
+        ("database", "orders"),
+        ("_pq_.compression", "on"),
+    ];
+    tls.send(&startup_packet(0x0003_0002, &params)).await;
+    let msgs = tls.read_until_ready_or_error().await;
+    let v = &msgs[0];
+    assert_eq!(v.tag, b'v', "{msgs:?}");
+    assert_eq!(
+        &v.body[..8],
+        &[0, 0, 0, 0, 0, 0, 0, 1],
+        "newest minor 0, one option"
+    );
+    assert_eq!(&v.body[8..], b"_pq_.compression\0");
+    assert_eq!(msgs.last().unwrap().tag, b'Z');
+    // The 3.0 session works.
+    let mut query = vec![b'Q'];
+    let sql = b"select current_user\0";
+    query.extend(((sql.len() + 4) as u32).to_be_bytes());
+    query.extend(sql);
+    tls.send(&query).await;
+    let msgs = tls.read_until_ready_or_error().await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a data row");
+    assert!(row.body.ends_with(b"orders_svc"));
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_in_plaintext_cancels_the_query() {
+    let proxy = Proxy::start().await;
+    let mut tls = Raw::connect(proxy.port())
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    let msgs = login_ok(&mut tls, "orders").await;
+    let key = msgs.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+    let mut query = vec![b'Q'];
+    let sql = b"select pg_sleep(30)\0";
+    query.extend(((sql.len() + 4) as u32).to_be_bytes());
+    query.extend(sql);
+    tls.send(&query).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A wrong secret does nothing.
+    let mut wrong = Raw::connect(proxy.port()).await;
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend(&key.body[..4]);
+    cancel.extend(key.body[4..].iter().map(|b| !b));
+    wrong.send(&cancel).await;
+    assert!(wrong.closed_within(Duration::from_secs(5)).await);
+
+    let mut raw = Raw::connect(proxy.port()).await;
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend(&key.body);
+    raw.send(&cancel).await;
+    assert!(raw.closed_within(Duration::from_secs(5)).await);
+    let msgs = tls.read_until_ready_or_error().await;
+    assert_eq!(error_code(&msgs).as_deref(), Some("57014"), "{msgs:?}");
+    proxy.stop().await;
+}
