@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("PGVALET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,

@@ -1,0 +1,38 @@
+# pgvalet: the two commands a newcomer needs are `make run` and `make test`.
+
+CARGO ?= cargo
+SHELL := /bin/bash
+CERTS := certs-dev/ca.crt
+
+.PHONY: run test deps build certs check clean-dev
+
+## make run: build, make the dev PKI if missing, start a throwaway Postgres and pgvalet.
+run: deps build certs
+	@scripts/run-dev.sh
+
+## make test: install what is missing, then format check, clippy and every test.
+test: deps certs
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	@mkdir -p target
+	@set -o pipefail; $(CARGO) test 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(CARGO) build
+
+certs: $(CERTS)
+
+$(CERTS):
+	$(CARGO) run -q --example devpki -- certs-dev
+
+## make check: validate config/dev.toml and load its certificates.
+check: build certs
+	target/debug/pgvalet check --config config/dev.toml
+
+clean-dev:
+	-scripts/dev-cluster.sh stop
+	rm -rf "$$(readlink -f target/dev)" target/dev
