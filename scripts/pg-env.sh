@@ -16,9 +16,11 @@ pg_bindir() {
   echo "$found"
 }
 
+# Runs from / so that the server user need not be able to enter the checkout; every path
+# handed to it must be absolute.
 as_pg() {
   if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
