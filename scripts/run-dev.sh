@@ -8,7 +8,9 @@ cleanup() {
   trap - EXIT INT TERM
   scripts/dev-cluster.sh stop || true
 }
-trap cleanup EXIT INT TERM
+# A signal ends the script after cleaning up; it must not go on to start pgvalet.
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 
 scripts/dev-cluster.sh start
 cat <<BANNER
