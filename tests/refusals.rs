@@ -357,3 +357,32 @@ async fn startup_packets_pgvalet_does_not_serve() {
     still_serving(&proxy).await;
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_max_clients_are_closed_and_the_slot_comes_back() {
+    let proxy = Proxy::start_with("max_clients = 1", "").await;
+    let first = pg_connect(proxy.port(), "orders", "orders", "orders")
+        .await
+        .unwrap();
+    let err = pg_connect(proxy.port(), "orders", "orders", "orders")
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error().is_none(),
+        "closed at accept, no server message: {err:?}"
+    );
+    drop(first);
+    // The slot is released when the first session's task ends.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(client) = pg_connect(proxy.port(), "orders", "orders", "orders").await {
+            let row = client.query_one("select current_user", &[]).await.unwrap();
+            assert_eq!(row.get::<_, String>(0), "orders_svc");
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the slot never came back");
+    proxy.stop().await;
+}

@@ -143,6 +143,11 @@ fn greeting(client: &Client, backend: &Connection, ticket: &cancel::Ticket) -> B
 }
 
 fn log_refusal(peer: SocketAddr, identity: Option<&str>, error: &dyn ClientError) {
+    if error.kind() == "client_gone" {
+        // Load balancer health checks and port scans open and close without a word.
+        tracing::debug!(%peer, error = %error, "connection closed before the handshake");
+        return;
+    }
     tracing::info!(
         %peer,
         identity = identity.unwrap_or(""),

@@ -157,3 +157,34 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(alg: &'static rcgen::SignatureAlgorithm) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["db.example".to_string()]).unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature_hash() {
+        let p256 = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(
+            tls_server_end_point(&p256),
+            Some(Sha256::digest(&p256).to_vec())
+        );
+        let p384 = self_signed(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            tls_server_end_point(&p384),
+            Some(Sha384::digest(&p384).to_vec())
+        );
+        let ed25519 = self_signed(&rcgen::PKCS_ED25519);
+        assert_eq!(tls_server_end_point(&ed25519), None);
+        assert_eq!(
+            tls_server_end_point(&CertificateDer::from(vec![1, 2, 3])),
+            None
+        );
+    }
+}
