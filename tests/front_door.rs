@@ -96,11 +96,7 @@ async fn protocol_3_2_is_negotiated_down_to_3_0() {
     assert_eq!(&v.body[8..], b"_pq_.compression\0");
     assert_eq!(msgs.last().unwrap().tag, b'Z');
     // The 3.0 session works.
-    let mut query = vec![b'Q'];
-    let sql = b"select current_user\0";
-    query.extend(((sql.len() + 4) as u32).to_be_bytes());
-    query.extend(sql);
-    tls.send(&query).await;
+    tls.send(&query_message("select current_user")).await;
     let msgs = tls.read_until_ready_or_error().await;
     let row = msgs.iter().find(|m| m.tag == b'D').expect("a data row");
     assert!(row.body.ends_with(b"orders_svc"));
@@ -117,11 +113,7 @@ async fn cancel_request_in_plaintext_cancels_the_query() {
         .unwrap();
     let msgs = login_ok(&mut tls, "orders").await;
     let key = msgs.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
-    let mut query = vec![b'Q'];
-    let sql = b"select pg_sleep(30)\0";
-    query.extend(((sql.len() + 4) as u32).to_be_bytes());
-    query.extend(sql);
-    tls.send(&query).await;
+    tls.send(&query_message("select pg_sleep(30)")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A wrong secret does nothing.

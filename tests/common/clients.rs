@@ -154,6 +154,15 @@ pub fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// A simple Query message.
+pub fn query_message(sql: &str) -> Vec<u8> {
+    let mut out = vec![b'Q'];
+    out.extend(((sql.len() + 5) as u32).to_be_bytes());
+    out.extend(sql.as_bytes());
+    out.push(0);
+    out
+}
+
 pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 pub const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
 

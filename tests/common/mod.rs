@@ -11,8 +11,12 @@ pub mod proxy;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+// Each test binary uses a different part of the harness.
+#[allow(unused_imports)]
 pub use clients::*;
+#[allow(unused_imports)]
 pub use postgres::Cluster;
+#[allow(unused_imports)]
 pub use proxy::Proxy;
 
 /// The development PKI (the same files `make run` uses, plus a revoked certificate and a CRL),
