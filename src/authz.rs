@@ -146,6 +146,7 @@ mod tests {
             allow_cidrs: cidrs.map(|c| vec![c.parse().unwrap()]),
             backend: "b".into(),
             credentials: "c".into(),
+            use_secret_address: false,
         }
     }
 

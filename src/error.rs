@@ -44,6 +44,11 @@ pub enum ConfigError {
         path: PathBuf,
         message: String,
     },
+    #[error("credentials.{name}: cannot start without them (require_at_start = true): {source}")]
+    Credentials {
+        name: String,
+        source: CredentialsError,
+    },
 }
 
 /// Failures of the client side of the handshake: before, during and right after TLS.
@@ -126,14 +131,15 @@ impl ClientError for Denied {
     }
 }
 
-/// The credentials for a route could not be had. Names the credentials entry, never its value.
-#[derive(Debug, Error)]
+/// The credentials for a route could not be had. Names the credentials entry and where it
+/// comes from (a file, a secret's name), never its value.
+#[derive(Debug, Error, Clone)]
 pub enum CredentialsError {
-    #[error("credentials \"{name}\" could not be read from {location}: {source}")]
+    #[error("credentials \"{name}\" could not be read from {location}: {detail}")]
     Unreadable {
         name: String,
         location: String,
-        source: io::Error,
+        detail: String,
     },
     #[error("credentials \"{name}\" from {location} are malformed: {detail}")]
     Malformed {
@@ -141,6 +147,8 @@ pub enum CredentialsError {
         location: String,
         detail: String,
     },
+    #[error("credentials \"{name}\": {location} does not exist (or has no AWSCURRENT version)")]
+    NotFound { name: String, location: String },
 }
 
 /// Connecting or logging in to a backend failed.
@@ -181,12 +189,10 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// The SQLSTATE the backend itself sent, when it refused the login.
-    pub fn backend_code(&self) -> Option<&str> {
-        match self {
-            BackendError::Login { code, .. } => Some(code),
-            _ => None,
-        }
+    /// True when the backend refused the login's credentials (so another version of the
+    /// secret may work).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, BackendError::Login { code, .. } if is_auth_failure(code))
     }
 }
 

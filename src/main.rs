@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 //! The `pgvalet` command: `run` serves, `check` validates a config and its files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,25 +42,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match pgvalet::server::State::build(config) {
-            Ok(_) => {
-                println!(
-                    "✓ {}: configuration, certificates and keys are valid",
-                    cli.config.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                println!("✗ {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run => serve(config),
-    }
-}
-
-fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,25 +52,46 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!(
-                    "pgvalet: cannot listen on {} (listen_addr): {e}",
-                    config.listen_addr
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        match pgvalet::run(config, listener, stop_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pgvalet: {e}");
-                ExitCode::FAILURE
-            }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => runtime.block_on(check(config, &cli.config)),
+        Command::Run => runtime.block_on(serve(config)),
+    }
+}
+
+async fn check(config: Config, path: &Path) -> ExitCode {
+    match pgvalet::server::State::build(config).await {
+        Ok(_) => {
+            println!(
+                "✓ {}: configuration, certificates and keys are valid",
+                path.display()
+            );
+            ExitCode::SUCCESS
         }
-    })
+        Err(e) => {
+            println!("✗ {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "pgvalet: cannot listen on {} (listen_addr): {e}",
+                config.listen_addr
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match pgvalet::run(config, listener, stop_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgvalet: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -27,12 +27,14 @@ pub struct State {
     pub config: Config,
     pub tls: TlsAcceptor,
     pub targets: HashMap<String, Arc<Target>>,
+    pub credentials: Arc<Store>,
     pub connector: Arc<dyn BackendConnector>,
 }
 
 impl State {
-    /// Loads certificates and keys and builds the backends named in `config`.
-    pub fn build(config: Config) -> Result<State, ConfigError> {
+    /// Loads certificates and keys and builds the backends and credential caches named in
+    /// `config`. Reads no credentials yet.
+    pub async fn build(config: Config) -> Result<State, ConfigError> {
         let tls = TlsAcceptor::from(crate::tls::server_config(&config.tls)?);
         let targets = config
             .backends
@@ -41,12 +43,13 @@ impl State {
                 Ok((name.clone(), Arc::new(Target::from_config(name, backend)?)))
             })
             .collect::<Result<HashMap<_, _>, ConfigError>>()?;
-        let credentials = Arc::new(Store::from_config(&config.credentials));
+        let credentials = Arc::new(Store::build(&config.credentials).await);
         Ok(State {
             config,
             tls,
             targets,
-            connector: Arc::new(Direct::new(credentials)),
+            connector: Arc::new(Direct::new(credentials.clone())),
+            credentials,
         })
     }
 }
@@ -58,13 +61,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
-    let state = State::build(config)?;
+    let state = State::build(config).await?;
+    state.credentials.prime(&state.config.credentials).await?;
     let max_clients = state.config.max_clients;
     let cancels = Registry::new(state.config.instance_id);
-    let state = ArcSwap::from_pointee(state);
-    let permits = Arc::new(Semaphore::new(max_clients));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    state.credentials.spawn_refreshers(&tasks, &stop);
+    let state = ArcSwap::from_pointee(state);
+    let permits = Arc::new(Semaphore::new(max_clients));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "pgvalet listening");
     }

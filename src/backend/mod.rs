@@ -38,6 +38,8 @@ pub struct Target {
     pub port: u16,
     pub connect_timeout: Duration,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// Whether `server_name` was configured, or follows `host`.
+    explicit_server_name: bool,
 }
 
 impl Target {
@@ -64,6 +66,33 @@ impl Target {
             port: config.port,
             connect_timeout: config.connect_timeout,
             tls,
+            explicit_server_name: config.server_name.is_some(),
+        })
+    }
+
+    /// The same backend settings at another address (a secret's `host` and `port`). Unless
+    /// `server_name` was configured, the certificate is checked against the new host.
+    pub fn at(&self, host: &str, port: Option<u16>) -> Result<Target, BackendError> {
+        let tls = match &self.tls {
+            Some((client, _)) if !self.explicit_server_name => {
+                let name =
+                    ServerName::try_from(host.to_owned()).map_err(|e| BackendError::Protocol {
+                        backend: self.name.clone(),
+                        what: format!(
+                            "the secret's host \"{host}\" is not a DNS name or IP address: {e}"
+                        ),
+                    })?;
+                Some((client.clone(), name))
+            }
+            other => other.clone(),
+        };
+        Ok(Target {
+            name: self.name.clone(),
+            host: host.to_owned(),
+            port: port.unwrap_or(self.port),
+            connect_timeout: self.connect_timeout,
+            tls,
+            explicit_server_name: self.explicit_server_name,
         })
     }
 

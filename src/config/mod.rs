@@ -101,11 +101,40 @@ impl BackendConfig {
 }
 
 /// Where the database user name and password for a route come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A JSON file in the shape of an RDS secret.
+    File,
+    /// Two environment variables.
+    Env,
+    /// AWS Secrets Manager.
+    Aws,
+}
+
+/// A `[credentials.NAME]` table. Which keys apply depends on `source`; `validate` checks that
+/// the right ones are there and no others.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
-pub enum CredentialsConfig {
-    /// A JSON file `{"username": …, "password": …}` in the shape of an RDS secret.
-    File { path: PathBuf },
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    pub source: SourceKind,
+    /// `file`: path of the JSON file.
+    pub path: Option<PathBuf>,
+    /// `env`: names of the variables holding the user name and the password.
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    /// `aws`: secret name or ARN.
+    pub secret_id: Option<String>,
+    /// `aws`: region; default from the environment (AWS_REGION) or the profile.
+    pub region: Option<String>,
+    /// `aws`: endpoint override, for a local Secrets Manager (moto, LocalStack).
+    pub endpoint_url: Option<String>,
+    /// How often the cached value is refreshed in the background.
+    #[serde(default = "defaults::refresh_interval", with = "duration_serde")]
+    pub refresh_interval: Duration,
+    /// Refuse to start when the credentials cannot be read at start.
+    #[serde(default = "defaults::yes")]
+    pub require_at_start: bool,
 }
 
 /// Who may connect (a certificate identity, from where, as which user, to which databases) and
@@ -126,6 +155,10 @@ pub struct RouteConfig {
     pub backend: String,
     /// Key of a `[credentials.…]` table.
     pub credentials: String,
+    /// Connect to the `host` and `port` the secret names (as RDS secrets carry them) instead of
+    /// the backend table's; the backend table still gives TLS settings.
+    #[serde(default)]
+    pub use_secret_address: bool,
 }
 
 impl RouteConfig {
@@ -155,6 +188,12 @@ mod defaults {
     }
     pub fn pg_port() -> u16 {
         5432
+    }
+    pub fn refresh_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn yes() -> bool {
+        true
     }
 }
 
@@ -227,6 +266,11 @@ impl Config {
                 );
             }
         }
+        for (name, credentials) in &self.credentials {
+            credentials
+                .validate()
+                .map_err(|(field, message)| (format!("credentials.{name}.{field}"), message))?;
+        }
         let mut names = HashSet::new();
         let mut claims: HashSet<(&Identity, &str)> = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
@@ -269,6 +313,55 @@ impl Config {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl CredentialsConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let (kind, required, present): (&str, &[&str], Vec<(&str, bool)>) = (
+            match self.source {
+                SourceKind::File => "file",
+                SourceKind::Env => "env",
+                SourceKind::Aws => "aws",
+            },
+            match self.source {
+                SourceKind::File => &["path"],
+                SourceKind::Env => &["username_env", "password_env"],
+                SourceKind::Aws => &["secret_id"],
+            },
+            vec![
+                ("path", self.path.is_some()),
+                ("username_env", self.username_env.is_some()),
+                ("password_env", self.password_env.is_some()),
+                ("secret_id", self.secret_id.is_some()),
+                ("region", self.region.is_some()),
+                ("endpoint_url", self.endpoint_url.is_some()),
+            ],
+        );
+        let allowed: &[&str] = match self.source {
+            SourceKind::Aws => &["secret_id", "region", "endpoint_url"],
+            _ => required,
+        };
+        for (field, set) in &present {
+            if required.contains(field) && !set {
+                return Err((
+                    (*field).into(),
+                    format!("is required with source = \"{kind}\""),
+                ));
+            }
+        }
+        for (field, set) in present {
+            if set && !allowed.contains(&field) {
+                return Err((
+                    field.into(),
+                    format!("does not apply to source = \"{kind}\""),
+                ));
+            }
+        }
+        if self.refresh_interval.is_zero() {
+            return Err(("refresh_interval".into(), "must be longer than 0".into()));
         }
         Ok(())
     }
@@ -351,6 +444,40 @@ mod tests {
         let err = parse(&GOOD.replace(backend_ca, "host = \"h\"\n")).unwrap_err();
         assert!(err.contains("backends.main.ca"), "{err}");
         assert!(parse(&GOOD.replace(backend_ca, "host = \"h\"\ntls = \"require\"\n")).is_ok());
+    }
+
+    #[test]
+    fn credentials_keys_follow_the_source() {
+        let aws = GOOD.replace(
+            "source = \"file\"\n        path = \"orders.json\"",
+            "source = \"aws\"\n        secret_id = \"db/orders\"\n        region = \"eu-west-1\"",
+        );
+        let c = parse(&aws).unwrap();
+        assert_eq!(
+            c.credentials["orders"].secret_id.as_deref(),
+            Some("db/orders")
+        );
+        assert_eq!(
+            c.credentials["orders"].refresh_interval,
+            Duration::from_secs(300)
+        );
+        let err = parse(&GOOD.replace("source = \"file\"", "source = \"aws\"")).unwrap_err();
+        assert!(
+            err.contains("credentials.orders.secret_id is required with source = \"aws\""),
+            "{err}"
+        );
+        let err = parse(&aws.replace("region", "path")).unwrap_err();
+        assert!(
+            err.contains("credentials.orders.path does not apply to source = \"aws\""),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("source = \"file\"", "source = \"env\"")).unwrap_err();
+        assert!(
+            err.contains("credentials.orders.username_env is required"),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("source = \"file\"", "source = \"vault\"")).unwrap_err();
+        assert!(err.contains("vault"), "{err}");
     }
 
     #[test]

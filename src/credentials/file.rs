@@ -1,9 +1,8 @@
-//! `source = "file"`: a JSON file in the shape of an RDS secret, read at every fetch so that a
-//! rewritten file takes effect for the next connection.
+//! `source = "file"`: a JSON file in the shape of an RDS secret. It has only a current version.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{BoxFuture, CredentialSource, Credentials, secret_json};
+use super::{BoxFuture, CredentialSource, Credentials, Stage, secret_json};
 use crate::error::CredentialsError;
 
 #[derive(Debug)]
@@ -13,30 +12,38 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn new(name: &str, path: &Path) -> FileSource {
+    pub fn new(name: &str, path: PathBuf) -> FileSource {
         FileSource {
             name: name.to_owned(),
-            path: path.to_owned(),
+            path,
         }
     }
 }
 
 impl CredentialSource for FileSource {
-    fn fetch(&self) -> BoxFuture<'_, Result<Credentials, CredentialsError>> {
+    fn fetch(&self, stage: Stage) -> BoxFuture<'_, Result<Option<Credentials>, CredentialsError>> {
         Box::pin(async move {
-            let location = format!("file {}", self.path.display());
-            let text = tokio::fs::read_to_string(&self.path)
-                .await
-                .map_err(|source| CredentialsError::Unreadable {
+            if stage != Stage::Current {
+                return Ok(None);
+            }
+            let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
+                CredentialsError::Unreadable {
                     name: self.name.clone(),
-                    location: location.clone(),
-                    source,
-                })?;
-            secret_json::parse(&text).map_err(|detail| CredentialsError::Malformed {
-                name: self.name.clone(),
-                location,
-                detail,
-            })
+                    location: self.location(),
+                    detail: e.to_string(),
+                }
+            })?;
+            secret_json::parse(&text)
+                .map(Some)
+                .map_err(|detail| CredentialsError::Malformed {
+                    name: self.name.clone(),
+                    location: self.location(),
+                    detail,
+                })
         })
+    }
+
+    fn location(&self) -> String {
+        format!("file {}", self.path.display())
     }
 }

@@ -1,19 +1,29 @@
-//! Database credentials for routes. A [`CredentialSource`] yields [`Credentials`]; the
-//! [`Store`] holds one source per `[credentials.…]` table and is what sessions ask.
+//! Database credentials for routes. A [`CredentialSource`] reads them (a file, environment
+//! variables, AWS Secrets Manager); a [`Cache`] per `[credentials.…]` table keeps the last good
+//! value, refreshes it in the background, and supplies the candidates to try while a secret
+//! rotates. The [`Store`] holds the caches by name.
 
+pub mod aws;
+pub mod aws_http;
+mod cache;
+mod env;
 mod file;
 mod secret_json;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::CredentialsConfig;
-use crate::error::CredentialsError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-pub use file::FileSource;
+use crate::config::{CredentialsConfig, SourceKind};
+use crate::error::{ConfigError, CredentialsError};
+
+pub use cache::Cache;
+pub use secret_json::parse as parse_secret;
 
 /// A password or other secret value. Its Debug prints `***`, and it has no Display, so it
 /// cannot reach a log line by accident.
@@ -24,7 +34,7 @@ impl Secret {
     pub fn new(value: String) -> Secret {
         Secret(value)
     }
-    /// The value, for the one place that must send it: the backend login.
+    /// The value, for the places that must use it: the backend login, a client's password check.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -46,43 +56,110 @@ pub struct Credentials {
     pub dbname: Option<String>,
 }
 
+/// The staging labels of a rotating secret. Sources without versions have only `Current`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Current,
+    Pending,
+    Previous,
+}
+
+impl Stage {
+    /// The Secrets Manager staging label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Current => "AWSCURRENT",
+            Stage::Pending => "AWSPENDING",
+            Stage::Previous => "AWSPREVIOUS",
+        }
+    }
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Somewhere credentials come from.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
-    /// The current credentials.
-    fn fetch(&self) -> BoxFuture<'_, Result<Credentials, CredentialsError>>;
+    /// The credentials at `stage`, or `None` when the source has no such version.
+    fn fetch(&self, stage: Stage) -> BoxFuture<'_, Result<Option<Credentials>, CredentialsError>>;
+    /// Where they come from, for logs and errors: `file …`, `secret "…"`.
+    fn location(&self) -> String;
 }
 
-/// All configured credential sources, by the name of their `[credentials.…]` table.
+/// All configured credentials, by the name of their `[credentials.…]` table.
 #[derive(Debug, Default)]
 pub struct Store {
-    sources: HashMap<String, Arc<dyn CredentialSource>>,
+    caches: HashMap<String, Arc<Cache>>,
 }
 
 impl Store {
-    pub fn from_config(config: &std::collections::BTreeMap<String, CredentialsConfig>) -> Store {
-        let sources = config
+    /// Builds a cache per table. AWS sources share one SDK configuration (the standard
+    /// credential chain: environment, profile, web identity, ECS task role, IMDS).
+    pub async fn build(config: &BTreeMap<String, CredentialsConfig>) -> Store {
+        let needs_aws = config.values().any(|c| c.source == SourceKind::Aws);
+        let aws_base = if needs_aws {
+            Some(aws::load_sdk_config().await)
+        } else {
+            None
+        };
+        let caches = config
             .iter()
             .map(|(name, c)| {
-                let source: Arc<dyn CredentialSource> = match c {
-                    CredentialsConfig::File { path } => Arc::new(FileSource::new(name, path)),
+                let source: Arc<dyn CredentialSource> = match c.source {
+                    SourceKind::File => Arc::new(file::FileSource::new(
+                        name,
+                        c.path.clone().unwrap_or_default(),
+                    )),
+                    SourceKind::Env => Arc::new(env::EnvSource::new(
+                        name,
+                        c.username_env.clone().unwrap_or_default(),
+                        c.password_env.clone().unwrap_or_default(),
+                    )),
+                    SourceKind::Aws => Arc::new(aws::AwsSource::new(
+                        name,
+                        aws_base
+                            .as_ref()
+                            .expect("loaded above when any source is aws"),
+                        c,
+                    )),
                 };
-                (name.clone(), source)
+                (
+                    name.clone(),
+                    Arc::new(Cache::new(name, source, c.refresh_interval)),
+                )
             })
             .collect();
-        Store { sources }
+        Store { caches }
     }
 
-    /// The current credentials of the named entry. Config validation guarantees the name exists.
-    pub async fn get(&self, name: &str) -> Result<Credentials, CredentialsError> {
-        match self.sources.get(name) {
-            Some(source) => source.fetch().await,
-            None => Err(CredentialsError::Malformed {
-                name: name.to_owned(),
-                location: "the configuration".into(),
-                detail: "no such [credentials] table".into(),
-            }),
+    /// The cache of the named table. Config validation guarantees every route's name exists.
+    pub fn get(&self, name: &str) -> Option<&Arc<Cache>> {
+        self.caches.get(name)
+    }
+
+    /// Reads every table once. A table with `require_at_start` that cannot be read stops the
+    /// start; the others are logged and retried by their refresher.
+    pub async fn prime(
+        &self,
+        config: &BTreeMap<String, CredentialsConfig>,
+    ) -> Result<(), ConfigError> {
+        for (name, cache) in &self.caches {
+            if let Err(source) = cache.refresh().await {
+                if config.get(name).is_some_and(|c| c.require_at_start) {
+                    return Err(ConfigError::Credentials {
+                        name: name.clone(),
+                        source,
+                    });
+                }
+                tracing::warn!(credentials = %name, error = %source, "credentials not available at start; retrying in the background");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one background refresher per table; they stop with `stop`.
+    pub fn spawn_refreshers(&self, tasks: &TaskTracker, stop: &CancellationToken) {
+        for cache in self.caches.values() {
+            tasks.spawn(cache.clone().refresh_forever(stop.clone()));
         }
     }
 }

@@ -82,6 +82,7 @@ async fn session(
     let checkout = Checkout {
         target,
         credentials: &route.credentials,
+        use_secret_address: route.use_secret_address,
         database: &client.database,
         params: &client.startup.params,
     };
