@@ -116,13 +116,13 @@ pub fn route<'r>(routes: &'r [RouteConfig], req: &Request<'_>) -> Result<&'r Rou
             route.name, req.database
         )));
     }
-    if let Some(nets) = &route.allow_cidrs {
-        if !cidr_allows(nets, req.source) {
-            return Err(deny(format!(
-                "route \"{}\" does not allow connections from {}",
-                route.name, req.source
-            )));
-        }
+    if let Some(nets) = &route.allow_cidrs
+        && !cidr_allows(nets, req.source)
+    {
+        return Err(deny(format!(
+            "route \"{}\" does not allow connections from {}",
+            route.name, req.source
+        )));
     }
     Ok(route)
 }
