@@ -4,14 +4,17 @@ CARGO ?= cargo
 SHELL := /bin/bash
 CERTS := certs-dev/ca.crt
 
-.PHONY: run test deps build certs check clean-dev
+VENV := .venv
+MOTO := $(VENV)/bin/moto_server
+
+.PHONY: run test deps venv build certs check clean-dev
 
 ## make run: build, make the dev PKI if missing, start a throwaway Postgres and pgvalet.
 run: deps build certs
 	@scripts/run-dev.sh
 
 ## make test: install what is missing, then format check, clippy and every test.
-test: deps certs
+test: deps venv certs
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	@mkdir -p target
@@ -20,6 +23,13 @@ test: deps certs
 
 deps:
 	@scripts/install-deps.sh
+
+## The Python venv with the local Secrets Manager (moto server) the tests and run-aws use.
+venv: $(MOTO)
+
+$(MOTO):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check 'moto[server]'
 
 build:
 	$(CARGO) build

@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod moto;
 #[path = "../../examples/devpki/pki.rs"]
 pub mod pki;
 pub mod postgres;
+pub mod process;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,90 @@
+//! pgvalet as a separate process, the way it runs in a container: its own environment (AWS
+//! credentials for the local Secrets Manager come from the standard chain), a config file, and
+//! its log lines collected for the test to read.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct ProxyProcess {
+    pub port: u16,
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn collect(stream: impl Read + Send + 'static, logs: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut logs = logs.lock().unwrap();
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
+}
+
+impl ProxyProcess {
+    /// Starts `pgvalet --config` with `config` (its `listen_addr` set to a free port) and
+    /// waits until it listens. An `Err` holds the output of a pgvalet that exited instead.
+    pub fn start(config: &str, dir: tempfile::TempDir) -> Result<ProxyProcess, String> {
+        let port = super::postgres::free_port();
+        let config = config.replace(
+            "listen_addr = \"127.0.0.1:0\"",
+            &format!("listen_addr = \"127.0.0.1:{port}\""),
+        );
+        let path = dir.path().join("pgvalet.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgvalet"))
+            .arg("--config")
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("PGVALET_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("could not start pgvalet");
+        let logs = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().unwrap(), logs.clone());
+        collect(child.stderr.take().unwrap(), logs.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if logs.lock().unwrap().contains("pgvalet listening") {
+                return Ok(ProxyProcess {
+                    port,
+                    child,
+                    logs,
+                    _dir: dir,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "pgvalet exited with {status}:\n{}",
+                    logs.lock().unwrap()
+                ));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgvalet did not start:\n{}",
+                logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
