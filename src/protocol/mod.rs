@@ -5,4 +5,5 @@
 pub mod backend;
 pub mod frame;
 pub mod messages;
+pub mod scram;
 pub mod startup;
