@@ -8,6 +8,8 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
+#[cfg(test)]
+use crate::config::AuthMode;
 use crate::config::RouteConfig;
 use crate::error::Denied;
 
@@ -95,12 +97,25 @@ pub fn route<'r>(routes: &'r [RouteConfig], req: &Request<'_>) -> Result<&'r Rou
         identity: shown.clone(),
         reason,
     };
+    // Certificate routes for this identity, and password routes, which take any client.
     let mine: Vec<&RouteConfig> = routes
         .iter()
-        .filter(|r| req.identities.contains(&r.identity))
+        .filter(|r| match &r.identity {
+            Some(identity) => req.identities.contains(identity),
+            None => true,
+        })
         .collect();
-    if mine.is_empty() {
-        return Err(deny("no route is configured for it".into()));
+    let has_cert_route = mine.iter().any(|r| r.identity.is_some());
+    if !has_cert_route && !mine.iter().any(|r| r.users().contains(&req.user)) {
+        // RDS Proxy's words for a user it has no secret for.
+        return Err(deny(if req.identities.is_empty() {
+            format!(
+                "This pgvalet proxy has no credentials for the role {}. Check the credentials for this role and try again.",
+                req.user
+            )
+        } else {
+            "no route is configured for it".into()
+        }));
     }
     let Some(route) = mine.iter().find(|r| r.users().contains(&req.user)) else {
         let allowed: Vec<&str> = mine.iter().flat_map(|r| r.users()).collect();
@@ -140,7 +155,12 @@ mod tests {
     ) -> RouteConfig {
         RouteConfig {
             name: name.into(),
-            identity: identity.parse().unwrap(),
+            auth: if identity.is_empty() {
+                AuthMode::Password
+            } else {
+                AuthMode::Cert
+            },
+            identity: (!identity.is_empty()).then(|| identity.parse().unwrap()),
             users: users.map(|u| u.into_iter().map(String::from).collect()),
             databases: dbs.iter().map(|d| d.to_string()).collect(),
             allow_cidrs: cidrs.map(|c| vec![c.parse().unwrap()]),

@@ -62,7 +62,7 @@ pub enum FrontError {
         source: io::Error,
     },
     #[error(
-        "pgvalet requires TLS with a client certificate: connect with sslmode=verify-full and sslcert/sslkey"
+        "This pgvalet proxy requires TLS connections. Connect with sslmode=verify-full, and sslcert/sslkey where the route asks for a client certificate."
     )]
     TlsRequired,
     #[error("invalid startup packet length {0} (must be 8 to {max})", max = crate::protocol::startup::MAX_STARTUP_LEN)]
@@ -71,7 +71,9 @@ pub enum FrontError {
     StartupLayout(&'static str),
     #[error("received unencrypted data after SSL request")]
     BytesAfterSslRequest,
-    #[error("unsupported frontend protocol {major}.{minor}: pgvalet supports 3.0")]
+    #[error(
+        "Feature not supported: pgvalet supports only version 3.0 of the PostgreSQL messaging protocol (the client asked for {major}.{minor})."
+    )]
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("unexpected {0} inside TLS")]
     UnexpectedInsideTls(&'static str),
@@ -81,9 +83,11 @@ pub enum FrontError {
     NoAlpn,
     #[error("client certificate could not be read: {0}")]
     Certificate(String),
-    #[error("no PostgreSQL user name specified in startup packet")]
+    #[error(
+        "A user name is missing from the connection startup packet. Provide a user name for this connection."
+    )]
     NoUser,
-    #[error("pgvalet does not proxy replication connections")]
+    #[error("Feature not supported: pgvalet doesn't support streaming replication mode.")]
     Replication,
 }
 

@@ -26,6 +26,8 @@ use crate::pool::{BackendConnector, Direct};
 pub struct State {
     pub config: Config,
     pub tls: TlsAcceptor,
+    /// Password mode: the server certificate's channel binding data and the SCRAM secrets.
+    pub scram: crate::session::password::Scram,
     pub targets: HashMap<String, Arc<Target>>,
     pub credentials: Arc<Store>,
     pub connector: Arc<dyn BackendConnector>,
@@ -35,7 +37,12 @@ impl State {
     /// Loads certificates and keys and builds the backends and credential caches named in
     /// `config`. Reads no credentials yet.
     pub async fn build(config: Config) -> Result<State, ConfigError> {
-        let tls = TlsAcceptor::from(crate::tls::server_config(&config.tls)?);
+        let tls = TlsAcceptor::from(crate::tls::server_config(
+            &config.tls,
+            config.has_password_only_routes(),
+        )?);
+        let scram =
+            crate::session::password::Scram::new(crate::tls::server_end_point(&config.tls)?);
         let targets = config
             .backends
             .iter()
@@ -47,6 +54,7 @@ impl State {
         Ok(State {
             config,
             tls,
+            scram,
             targets,
             connector: Arc::new(Direct::new(credentials.clone())),
             credentials,

@@ -170,7 +170,7 @@ async fn plaintext_startup_is_told_tls_is_required() {
     let out = psql_conninfo(&conninfo(&proxy, "sslmode=disable"), "select 1").await;
     assert!(
         out.stderr
-            .contains("pgvalet requires TLS with a client certificate"),
+            .contains("This pgvalet proxy requires TLS connections."),
         "{}",
         out.stderr
     );

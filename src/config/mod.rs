@@ -135,6 +135,38 @@ pub struct CredentialsConfig {
     /// Refuse to start when the credentials cannot be read at start.
     #[serde(default = "defaults::yes")]
     pub require_at_start: bool,
+    /// In password mode, how long after pgvalet sees the current version change the previous
+    /// password (AWSPREVIOUS) is still accepted from clients.
+    #[serde(default = "defaults::previous_grace", with = "duration_serde")]
+    pub previous_grace: Duration,
+}
+
+/// How a route's clients authenticate to pgvalet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AuthMode {
+    #[default]
+    #[serde(rename = "cert")]
+    Cert,
+    #[serde(rename = "password")]
+    Password,
+    #[serde(rename = "cert+password")]
+    CertPassword,
+}
+
+impl AuthMode {
+    pub fn needs_cert(self) -> bool {
+        self != AuthMode::Password
+    }
+    pub fn needs_password(self) -> bool {
+        self != AuthMode::Cert
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Cert => "cert",
+            AuthMode::Password => "password",
+            AuthMode::CertPassword => "cert+password",
+        }
+    }
 }
 
 /// Who may connect (a certificate identity, from where, as which user, to which databases) and
@@ -143,8 +175,13 @@ pub struct CredentialsConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
-    /// `uri:…`, `dns:…` or `cn:…`, matched exactly against the client certificate.
-    pub identity: Identity,
+    /// How the client proves who it is: `cert` (default), `password` (the secret's password,
+    /// as apps configured for RDS Proxy send it) or `cert+password` (both).
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// `uri:…`, `dns:…` or `cn:…`, matched exactly against the client certificate. Required
+    /// unless `auth = "password"`.
+    pub identity: Option<Identity>,
     /// User names the client may put in its startup packet; defaults to the route's name.
     pub users: Option<Vec<String>>,
     /// Databases the client may ask for; `"*"` allows any.
@@ -195,6 +232,9 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn previous_grace() -> Duration {
+        Duration::from_secs(900)
+    }
 }
 
 mod duration_serde {
@@ -202,6 +242,11 @@ mod duration_serde {
 }
 
 impl Config {
+    /// Whether some route lets clients in without a certificate, so that TLS must not demand one.
+    pub fn has_password_only_routes(&self) -> bool {
+        self.routes.iter().any(|r| !r.auth.needs_cert())
+    }
+
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -272,7 +317,7 @@ impl Config {
                 .map_err(|(field, message)| (format!("credentials.{name}.{field}"), message))?;
         }
         let mut names = HashSet::new();
-        let mut claims: HashSet<(&Identity, &str)> = HashSet::new();
+        let mut claims: HashSet<(Option<&Identity>, &str)> = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
             if route.name.is_empty() {
@@ -302,14 +347,38 @@ impl Config {
             if route.users.as_ref().is_some_and(Vec::is_empty) {
                 return fail(key("users"), "is empty, so the route allows nothing".into());
             }
+            match (&route.identity, route.auth.needs_cert()) {
+                (None, true) => {
+                    return fail(
+                        key("identity"),
+                        format!("is required with auth = \"{}\"", route.auth.as_str()),
+                    );
+                }
+                (Some(_), false) => {
+                    return fail(
+                        key("identity"),
+                        "does not apply to auth = \"password\"; write auth = \"cert+password\" to require both".into(),
+                    );
+                }
+                _ => {}
+            }
+            // A password route takes its user names for every client, certificate or not, so
+            // no other route may claim them.
             for user in route.users() {
-                if !claims.insert((&route.identity, user)) {
+                let clash = if route.identity.is_none() {
+                    claims.iter().any(|(_, u)| *u == user)
+                } else {
+                    claims.contains(&(None, user))
+                        || claims.contains(&(route.identity.as_ref(), user))
+                };
+                if clash || !claims.insert((route.identity.as_ref(), user)) {
+                    let who = route
+                        .identity
+                        .as_ref()
+                        .map_or("any client".to_owned(), |id| format!("identity {id}"));
                     return fail(
                         key("users"),
-                        format!(
-                            "identity {} as user \"{user}\" is already claimed by an earlier route",
-                            route.identity
-                        ),
+                        format!("{who} as user \"{user}\" is already claimed by an earlier route"),
                     );
                 }
             }
@@ -501,6 +570,35 @@ mod tests {
         let err = parse(&format!("{GOOD}\n{second}")).unwrap_err();
         assert!(
             err.contains("routes[1].users") && err.contains("already claimed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auth_modes_and_identity() {
+        let password = GOOD.replace(
+            "identity = \"uri:spiffe://x/orders\"",
+            "auth = \"password\"",
+        );
+        let c = parse(&password).unwrap();
+        assert!(c.has_password_only_routes());
+        assert!(!parse(GOOD).unwrap().has_password_only_routes());
+        let err = parse(&GOOD.replace("identity = \"uri:spiffe://x/orders\"\n", "")).unwrap_err();
+        assert!(
+            err.contains("routes[0].identity is required with auth = \"cert\""),
+            "{err}"
+        );
+        let err =
+            parse(&GOOD.replace("identity =", "auth = \"password\"\nidentity =")).unwrap_err();
+        assert!(err.contains("routes[0].identity does not apply"), "{err}");
+        assert!(parse(&GOOD.replace("identity =", "auth = \"cert+password\"\nidentity =")).is_ok());
+        let err = parse(&GOOD.replace("identity =", "auth = \"passwd\"\nidentity =")).unwrap_err();
+        assert!(err.contains("passwd"), "{err}");
+        // A password route's user name is taken for every client.
+        let second = "[[routes]]\nname = \"pw\"\nauth = \"password\"\nusers = [\"orders\"]\ndatabases = [\"*\"]\nbackend = \"main\"\ncredentials = \"orders\"\n";
+        let err = parse(&format!("{GOOD}\n{second}")).unwrap_err();
+        assert!(
+            err.contains("routes[1].users") && err.contains("any client as user \"orders\""),
             "{err}"
         );
     }

@@ -48,6 +48,8 @@ struct State {
     /// Pending and previous versions from the last rotation round, and when it ran.
     others: Vec<Credentials>,
     rotation_round: Option<Instant>,
+    /// The current version this cache held before the last change it saw, and when it saw it.
+    replaced: Option<(Credentials, Instant)>,
 }
 
 impl Cache {
@@ -130,12 +132,13 @@ impl Cache {
         });
         match result {
             Ok(creds) => {
-                if state.current.as_ref().is_some_and(|old| *old != creds) {
+                if let Some(old) = state.current.take_if(|old| *old != creds) {
                     tracing::info!(
                         credentials = %self.name, location = %self.location(), user = %creds.username,
                         "credentials changed: new backend logins use the new version"
                     );
                     state.working = None;
+                    state.replaced = Some((old, Instant::now()));
                 }
                 if state.last_error.take().is_some() {
                     tracing::info!(credentials = %self.name, "credentials readable again");
@@ -204,6 +207,34 @@ impl Cache {
             }
         }
         out
+    }
+
+    /// The passwords a client may log in with in password mode: the current version, and the
+    /// one it replaced if that happened less than `grace` ago (AWSPREVIOUS during the window).
+    pub async fn client_passwords(
+        &self,
+        grace: Duration,
+    ) -> Result<Vec<Credentials>, CredentialsError> {
+        let current = self.current().await?;
+        let state = self.state();
+        let previous = state
+            .replaced
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < grace)
+            .map(|(c, _)| c.clone());
+        Ok(std::iter::once(current).chain(previous).collect())
+    }
+
+    /// Reads the current version again unless it was read less than a second ago: a client
+    /// may have a password newer than the cache.
+    pub async fn refresh_if_stale(&self) {
+        let fresh = self
+            .state()
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < MIN_ROTATION_REFETCH);
+        if !fresh {
+            let _ = self.refresh().await;
+        }
     }
 
     /// Records that a backend accepted `creds`. When they are not the current version (a

@@ -2,6 +2,7 @@
 //! from the connector, the greeting, and the relay. Every outcome ends in one log line.
 
 pub mod frontdoor;
+pub mod password;
 mod relay;
 
 use std::net::SocketAddr;
@@ -74,6 +75,30 @@ async fn session(
             return log_refusal(peer, Some(&identity), &e);
         }
     };
+    if route.auth.needs_password() {
+        let Some(cache) = state.credentials.get(&route.credentials) else {
+            tracing::error!(route = %route.name, "route names credentials that were not built");
+            return;
+        };
+        let grace = state
+            .config
+            .credentials
+            .get(&route.credentials)
+            .map(|c| c.previous_grace)
+            .unwrap_or_default();
+        let checked =
+            password::authenticate(&mut client.tls, &client.user, cache, grace, &state.scram);
+        let outcome = match tokio::time::timeout_at(deadline, checked).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(password::PasswordError::Io(
+                std::io::ErrorKind::TimedOut.into(),
+            )),
+        };
+        if let Err(e) = outcome {
+            let e = frontdoor::reject(&mut client.tls, e).await;
+            return log_refusal(peer, Some(&identity), &e);
+        }
+    }
     let Some(target) = state.targets.get(&route.backend).cloned() else {
         // validate() makes every route name a backend; a missing one is a bug, not input.
         tracing::error!(route = %route.name, "route names a backend that was not built");

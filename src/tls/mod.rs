@@ -64,8 +64,13 @@ pub fn root_store(key: &str, path: &Path) -> Result<RootCertStore, ConfigError> 
 }
 
 /// Builds the client-facing TLS config. A client certificate that chains to `client_ca` is
-/// required; the CRLs revoke leaf certificates (an issuer no CRL covers is accepted).
-pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigError> {
+/// required, unless `certificate_optional` (some route takes passwords alone); a certificate
+/// that is presented is always verified. The CRLs revoke leaf certificates (an issuer no CRL
+/// covers is accepted).
+pub fn server_config(
+    tls: &TlsConfig,
+    certificate_optional: bool,
+) -> Result<Arc<ServerConfig>, ConfigError> {
     let provider = provider();
     let roots = root_store("tls.client_ca", &tls.client_ca)?;
     let mut crls = Vec::new();
@@ -79,6 +84,9 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigError> 
             .with_crls(crls)
             .only_check_end_entity_revocation()
             .allow_unknown_revocation_status();
+    }
+    if certificate_optional {
+        verifier = verifier.allow_unauthenticated();
     }
     let verifier = verifier
         .build()
@@ -97,4 +105,11 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigError> 
         .map_err(|e| file_error("tls.key", &tls.key, format!("does not fit tls.cert: {e}")))?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The `tls-server-end-point` channel binding data of the server certificate in `tls.cert`,
+/// for SCRAM-SHA-256-PLUS with clients.
+pub fn server_end_point(tls: &TlsConfig) -> Result<Option<Vec<u8>>, ConfigError> {
+    let chain = load_certs("tls.cert", &tls.cert)?;
+    Ok(chain.first().and_then(backend::tls_server_end_point))
 }
