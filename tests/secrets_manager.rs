@@ -390,3 +390,67 @@ async fn a_required_secret_that_cannot_be_read_stops_the_start() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_mode_accepts_the_previous_password_inside_the_window() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    let sm = moto.client();
+    let user = unique("pw");
+    let secret = format!("pgvalet/test/{user}");
+    role(&user, "password-one");
+    let v1 = moto::create_secret(&sm, &secret, &moto::secret_json(&user, "password-one")).await;
+    let tables = aws_route(
+        "pw",
+        &secret,
+        &moto,
+        "refresh_interval = \"500ms\"\nprevious_grace = \"3s\"",
+    )
+    .replace(
+        "identity = \"uri:spiffe://pgvalet.dev/svc/orders\"",
+        "auth = \"password\"",
+    )
+    .replace("users = [\"pw\"]", &format!("users = [\"{user}\"]"));
+    let proxy = start_proxy(&tables);
+    let login = |password: &'static str| {
+        let user = user.clone();
+        async move {
+            let client = pg_connect_password(proxy.port, &user, password, "orders").await?;
+            client
+                .query_one("select current_user::text", &[])
+                .await
+                .map(|row| row.get::<_, String>(0))
+        }
+    };
+    assert_eq!(login("password-one").await.unwrap(), user);
+
+    let v2 = moto::put_pending(&sm, &secret, &moto::secret_json(&user, "password-two")).await;
+    cluster().admin_sql(
+        "postgres",
+        &format!("ALTER ROLE {user} PASSWORD 'password-two'"),
+    );
+    moto::move_current(&sm, &secret, &v1, &v2).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        login("password-two").await.unwrap(),
+        user,
+        "the new current password"
+    );
+    assert_eq!(
+        login("password-one").await.unwrap(),
+        user,
+        "AWSPREVIOUS inside the window"
+    );
+
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let err = login("password-one").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err:?}");
+    let message = err.as_db_error().unwrap().message().to_owned();
+    assert_eq!(
+        message,
+        format!("The password that was provided for the role {user} is wrong.")
+    );
+    assert_eq!(login("password-two").await.unwrap(), user);
+}

@@ -102,6 +102,31 @@ pub async fn pg_connect(
     Ok(client)
 }
 
+/// Connects tokio-postgres through pgvalet with a password and no client certificate, as an
+/// app configured for RDS Proxy does.
+pub async fn pg_connect_password(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let tls =
+        tokio_postgres_rustls::MakeRustlsConnect::new((*client_tls("ca.crt", None, None)).clone());
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("localhost")
+        .hostaddr("127.0.0.1".parse().unwrap())
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(10));
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|db| db.code().code().to_owned())
