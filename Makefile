@@ -7,11 +7,15 @@ CERTS := certs-dev/ca.crt
 VENV := .venv
 MOTO := $(VENV)/bin/moto_server
 
-.PHONY: run test deps venv build certs check clean-dev
+.PHONY: run run-aws test deps venv build certs check clean-dev
 
 ## make run: build, make the dev PKI if missing, start a throwaway Postgres and pgvalet.
 run: deps build certs
 	@scripts/run-dev.sh
+
+## make run-aws: the same, with the credentials in a local Secrets Manager (moto on 127.0.0.1:4566).
+run-aws: deps venv build certs
+	@scripts/run-dev.sh aws
 
 ## make test: install what is missing, then format check, clippy and every test.
 test: deps venv certs

@@ -112,7 +112,8 @@ pub async fn run(
             drop(permit);
         });
     }
-    tracing::info!(sessions = tasks.len(), "pgvalet stopping");
+    let sessions = max_clients - permits.available_permits();
+    tracing::info!(sessions, "pgvalet stopping");
     drop(listener);
     stop.cancel();
     tasks.close();

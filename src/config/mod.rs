@@ -604,6 +604,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_are_valid() {
+        for (name, text) in [
+            (
+                "config/example.toml",
+                include_str!("../../config/example.toml"),
+            ),
+            ("config/dev.toml", include_str!("../../config/dev.toml")),
+            (
+                "config/dev-aws.toml",
+                include_str!("../../config/dev-aws.toml"),
+            ),
+        ] {
+            if let Err(e) = Config::parse(text, Path::new(name)) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
     fn empty_allow_cidrs_is_refused() {
         let err = parse(&GOOD.replace("[\"127.0.0.0/8\"]", "[]")).unwrap_err();
         assert!(err.contains("allow_cidrs"), "{err}");
