@@ -454,3 +454,34 @@ async fn password_mode_accepts_the_previous_password_inside_the_window() {
     );
     assert_eq!(login("password-two").await.unwrap(), user);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_source_reads_the_process_environment() {
+    let user = unique("envsrc");
+    role(&user, "env-password");
+    let tables = "\n[credentials.fromenv]\nsource = \"env\"\nusername_env = \"ORDERS_DB_USER\"\npassword_env = \"ORDERS_DB_PASSWORD\"\n\n[[routes]]\nname = \"fromenv\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\ndatabases = [\"orders\"]\nbackend = \"main\"\ncredentials = \"fromenv\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::proxy::config_text(dir.path(), "", tables);
+    let env = [
+        ("ORDERS_DB_USER", user.as_str()),
+        ("ORDERS_DB_PASSWORD", "env-password"),
+    ];
+    let proxy = ProxyProcess::start_with_env(&text, dir, &env).expect("pgvalet did not start");
+    let client = pg_connect(proxy.port, "orders", "fromenv", "orders")
+        .await
+        .unwrap();
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, user);
+
+    // Without the variables, start fails and names the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::proxy::config_text(dir.path(), "", tables);
+    let Err(out) = ProxyProcess::start(&text, dir) else {
+        panic!("started without its credentials")
+    };
+    assert!(out.contains("environment variable ORDERS_DB_USER"), "{out}");
+}

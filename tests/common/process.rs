@@ -28,6 +28,15 @@ impl ProxyProcess {
     /// Starts `pgvalet --config` with `config` (its `listen_addr` set to a free port) and
     /// waits until it listens. An `Err` holds the output of a pgvalet that exited instead.
     pub fn start(config: &str, dir: tempfile::TempDir) -> Result<ProxyProcess, String> {
+        ProxyProcess::start_with_env(config, dir, &[])
+    }
+
+    /// As [`ProxyProcess::start`], with extra environment variables.
+    pub fn start_with_env(
+        config: &str,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Result<ProxyProcess, String> {
         let port = super::postgres::free_port();
         let config = config.replace(
             "listen_addr = \"127.0.0.1:0\"",
@@ -43,6 +52,7 @@ impl ProxyProcess {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("PGVALET_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
