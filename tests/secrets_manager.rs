@@ -37,6 +37,48 @@ fn aws_route(name: &str, secret: &str, moto: &Moto, extra: &str) -> String {
     )
 }
 
+fn alter_password(role: &str, password: &str) {
+    cluster().admin_sql(
+        "postgres",
+        &format!("ALTER ROLE {role} PASSWORD '{password}'"),
+    );
+}
+
+/// A role with `password`, a secret holding it, and pgvalet reading that secret every second
+/// for route `route`.
+struct Rotating {
+    moto: Moto,
+    sm: aws_sdk_secretsmanager::Client,
+    user: String,
+    secret: String,
+    first_version: String,
+    proxy: ProxyProcess,
+}
+
+async fn rotating(route: &str, password: &str) -> Rotating {
+    let moto = Moto::start();
+    let sm = moto.client();
+    let user = unique(route);
+    let secret = format!("pgvalet/test/{user}");
+    role(&user, password);
+    let first_version =
+        moto::create_secret(&sm, &secret, &moto::secret_json(&user, password)).await;
+    let proxy = start_proxy(&aws_route(
+        route,
+        &secret,
+        &moto,
+        "refresh_interval = \"1s\"",
+    ));
+    Rotating {
+        moto,
+        sm,
+        user,
+        secret,
+        first_version,
+        proxy,
+    }
+}
+
 fn start_proxy(tables: &str) -> ProxyProcess {
     let dir = tempfile::tempdir().unwrap();
     let text = common::proxy::config_text(dir.path(), "", tables);
@@ -128,29 +170,22 @@ async fn single_user_rotation_under_load_fails_no_query() {
     if !moto::available() {
         return;
     }
-    let moto = Moto::start();
-    let sm = moto.client();
-    let user = unique("rot");
-    let secret = format!("pgvalet/test/{user}");
-    role(&user, "first-password");
-    let v1 = moto::create_secret(&sm, &secret, &moto::secret_json(&user, "first-password")).await;
-    let proxy = start_proxy(&aws_route(
-        "rot",
-        &secret,
-        &moto,
-        "refresh_interval = \"1s\"",
-    ));
+    let Rotating {
+        moto: _moto,
+        sm,
+        user,
+        secret,
+        first_version,
+        proxy,
+    } = rotating("rot", "first-password").await;
 
     let load = Load::start(proxy.port, "rot", 3).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The rotation Lambda's steps: create (AWSPENDING), set (ALTER ROLE), finish (move AWSCURRENT).
     let v2 = moto::put_pending(&sm, &secret, &moto::secret_json(&user, "second-password")).await;
-    cluster().admin_sql(
-        "postgres",
-        &format!("ALTER ROLE {user} PASSWORD 'second-password'"),
-    );
+    alter_password(&user, "second-password");
     tokio::time::sleep(Duration::from_millis(1500)).await; // the window: AWSCURRENT is refused
-    moto::move_current(&sm, &secret, &v1, &v2).await;
+    moto::move_current(&sm, &secret, &first_version, &v2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, failed, _) = load.finish().await;
 
@@ -178,38 +213,28 @@ async fn alternating_users_rotation_keeps_both_users_serving() {
     if !moto::available() {
         return;
     }
-    let moto = Moto::start();
-    let sm = moto.client();
-    let user = unique("alt");
+    let Rotating {
+        moto: _moto,
+        sm,
+        user,
+        secret,
+        first_version,
+        proxy,
+    } = rotating("alt", "user-password").await;
     let clone = format!("{user}_clone");
-    let secret = format!("pgvalet/test/{user}");
-    role(&user, "user-password");
     role(&clone, "clone-password-0");
-    let v1 = moto::create_secret(&sm, &secret, &moto::secret_json(&user, "user-password")).await;
-    let proxy = start_proxy(&aws_route(
-        "alt",
-        &secret,
-        &moto,
-        "refresh_interval = \"1s\"",
-    ));
 
     let load = Load::start(proxy.port, "alt", 3).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Rotation to the clone: new password for the clone, then it becomes AWSCURRENT.
     let v2 = moto::put_pending(&sm, &secret, &moto::secret_json(&clone, "clone-password-1")).await;
-    cluster().admin_sql(
-        "postgres",
-        &format!("ALTER ROLE {clone} PASSWORD 'clone-password-1'"),
-    );
+    alter_password(&clone, "clone-password-1");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    moto::move_current(&sm, &secret, &v1, &v2).await;
+    moto::move_current(&sm, &secret, &first_version, &v2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // After the window the next rotation changes the old user's password: sessions still open
     // as the old user (the long one) keep going; new ones are the clone's.
-    cluster().admin_sql(
-        "postgres",
-        &format!("ALTER ROLE {user} PASSWORD 'user-password-2'"),
-    );
+    alter_password(&user, "user-password-2");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (ok, failed, users) = load.finish().await;
 
@@ -427,10 +452,7 @@ async fn password_mode_accepts_the_previous_password_inside_the_window() {
     assert_eq!(login("password-one").await.unwrap(), user);
 
     let v2 = moto::put_pending(&sm, &secret, &moto::secret_json(&user, "password-two")).await;
-    cluster().admin_sql(
-        "postgres",
-        &format!("ALTER ROLE {user} PASSWORD 'password-two'"),
-    );
+    alter_password(&user, "password-two");
     moto::move_current(&sm, &secret, &v1, &v2).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(

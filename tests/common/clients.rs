@@ -85,21 +85,7 @@ pub async fn pg_connect(
     user: &str,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-        (*client_tls("ca.crt", Some(cert), None)).clone(),
-    );
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("localhost")
-        .hostaddr("127.0.0.1".parse().unwrap())
-        .port(port)
-        .user(user)
-        .dbname(db)
-        .ssl_mode(tokio_postgres::config::SslMode::Require)
-        .connect_timeout(Duration::from_secs(10));
-    let (client, connection) = config.connect(tls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    connect(port, user, db, Some(cert), None).await
 }
 
 /// Connects tokio-postgres through pgvalet with a password and no client certificate, as an
@@ -110,18 +96,30 @@ pub async fn pg_connect_password(
     password: &str,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect(port, user, db, None, Some(password)).await
+}
+
+async fn connect(
+    port: u16,
+    user: &str,
+    db: &str,
+    cert: Option<&str>,
+    password: Option<&str>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let tls =
-        tokio_postgres_rustls::MakeRustlsConnect::new((*client_tls("ca.crt", None, None)).clone());
+        tokio_postgres_rustls::MakeRustlsConnect::new((*client_tls("ca.crt", cert, None)).clone());
     let mut config = tokio_postgres::Config::new();
     config
         .host("localhost")
         .hostaddr("127.0.0.1".parse().unwrap())
         .port(port)
         .user(user)
-        .password(password)
         .dbname(db)
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .connect_timeout(Duration::from_secs(10));
+    if let Some(password) = password {
+        config.password(password);
+    }
     let (client, connection) = config.connect(tls).await?;
     tokio::spawn(connection);
     Ok(client)
