@@ -167,6 +167,14 @@ mod tests {
             backend: "b".into(),
             credentials: "c".into(),
             use_secret_address: false,
+            pool_mode: Default::default(),
+            max_size: 1,
+            min_idle: 0,
+            borrow_timeout: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_secs(1),
+            max_lifetime: std::time::Duration::from_secs(1),
+            reset_query: String::new(),
+            max_client_conn: None,
         }
     }
 

@@ -9,12 +9,15 @@
 //!
 //! - [`server`]: accept loop, global CIDR gate, client limit, stop.
 //! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
-//!   handshake (first packet, TLS, startup packet), `session::relay` moves the bytes.
-//! - [`protocol`]: sans-IO wire protocol: first packets, message frames, messages pgvalet sends.
+//!   handshake (first packet, TLS, startup packet), `session::password` password mode,
+//!   `session::relay` moves messages and returns connections to the pool.
+//! - [`protocol`]: sans-IO wire protocol: first packets, frames, the relay's scanner, SCRAM,
+//!   messages pgvalet sends.
 //! - [`tls`]: client-facing TLS config, certificate identity, backend TLS.
 //! - [`authz`]: identities, CIDR checks, route lookup (deny by default).
-//! - [`credentials`]: where database logins come from (`file` today), with secret values hidden.
-//! - [`pool`]: the [`pool::BackendConnector`] a session asks for a backend connection.
+//! - [`credentials`]: where database logins come from (Secrets Manager, file, env), cached
+//!   through rotation, with secret values hidden.
+//! - [`pool`]: backend connection pools per (route, database); session and transaction mode.
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
 //! - [`cancel`]: pgvalet's own cancel keys and their forwarding.
 //! - [`config`]: the TOML file and its validation; [`error`]: error types per layer.

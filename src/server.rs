@@ -1,5 +1,6 @@
-//! The accept loop: the global CIDR gate, the client limit, one task per connection, and the
-//! stop that waits for those tasks.
+//! The server: everything built from a configuration ([`State`]), the background work
+//! (credential refreshers, pool housekeeping), and the accept loop with its global CIDR gate,
+//! client limit and stop that waits for every session.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,10 +20,9 @@ use crate::cancel::Registry;
 use crate::config::Config;
 use crate::credentials::Store;
 use crate::error::ConfigError;
-use crate::pool::{BackendConnector, Direct};
+use crate::pool::Pools;
 
-/// Everything built from one configuration. Sessions take a snapshot at accept and keep it,
-/// so a reload never changes a session under way.
+/// Everything built from one configuration. Sessions take a snapshot at accept and keep it.
 pub struct State {
     pub config: Config,
     pub tls: TlsAcceptor,
@@ -30,12 +30,14 @@ pub struct State {
     pub scram: crate::session::password::Scram,
     pub targets: HashMap<String, Arc<Target>>,
     pub credentials: Arc<Store>,
-    pub connector: Arc<dyn BackendConnector>,
+    pub pools: Arc<Pools>,
+    /// Per-route client limits (`max_client_conn`).
+    pub route_clients: HashMap<String, Arc<Semaphore>>,
 }
 
 impl State {
-    /// Loads certificates and keys and builds the backends and credential caches named in
-    /// `config`. Reads no credentials yet.
+    /// Loads certificates and keys and builds the backends, credential caches and pools named
+    /// in `config`. Reads no credentials and opens no connection yet.
     pub async fn build(config: Config) -> Result<State, ConfigError> {
         let tls = TlsAcceptor::from(crate::tls::server_config(
             &config.tls,
@@ -51,72 +53,137 @@ impl State {
             })
             .collect::<Result<HashMap<_, _>, ConfigError>>()?;
         let credentials = Arc::new(Store::build(&config.credentials).await);
+        let route_clients = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                r.max_client_conn
+                    .map(|n| (r.name.clone(), Arc::new(Semaphore::new(n))))
+            })
+            .collect();
         Ok(State {
-            config,
             tls,
             scram,
             targets,
-            connector: Arc::new(Direct::new(credentials.clone())),
+            pools: Arc::new(Pools::new(credentials.clone())),
             credentials,
+            route_clients,
+            config,
         })
+    }
+
+    /// Creates the pools of routes with `min_idle` (for each database they name explicitly),
+    /// so the housekeeping warms them.
+    fn declare_warm_pools(&self) {
+        for route in self.config.routes.iter().filter(|r| r.min_idle > 0) {
+            let Some(target) = self.targets.get(&route.backend) else {
+                continue;
+            };
+            for database in route.databases.iter().filter(|d| *d != "*") {
+                self.pools.get(route, target, database);
+            }
+        }
     }
 }
 
-/// Serves clients from `listener` with `config` until `shutdown` completes, then closes every
-/// session and returns.
+/// A started server: credentials read, background work running, not yet accepting.
+pub struct Server {
+    state: Arc<State>,
+    cancels: Arc<Registry>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Builds the state, reads the credentials (failing on a required one that cannot be
+    /// read), and starts the refreshers and pool housekeeping.
+    pub async fn start(config: Config) -> Result<Server, ConfigError> {
+        let state = State::build(config).await?;
+        state.credentials.prime(&state.config.credentials).await?;
+        state.declare_warm_pools();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        state.credentials.spawn_refreshers(&tasks, &stop);
+        tasks.spawn(state.pools.clone().maintain_forever(stop.clone()));
+        Ok(Server {
+            cancels: Registry::new(state.config.instance_id),
+            state: Arc::new(state),
+            stop,
+            tasks,
+        })
+    }
+
+    /// The pools, for their counts.
+    pub fn pools(&self) -> Arc<Pools> {
+        self.state.pools.clone()
+    }
+
+    /// The cancel keys in use.
+    pub fn cancels(&self) -> Arc<Registry> {
+        self.cancels.clone()
+    }
+
+    /// Serves clients from `listener` until `shutdown` completes, then closes every session
+    /// and stops the background work.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Server {
+            state,
+            cancels,
+            stop,
+            tasks,
+        } = self;
+        let max_clients = state.config.max_clients;
+        let state = ArcSwap::new(state);
+        let permits = Arc::new(Semaphore::new(max_clients));
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "pgvalet listening");
+        }
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let snapshot = state.load_full();
+            if !cidr_allows(&snapshot.config.allow_cidrs, peer.ip()) {
+                tracing::info!(%peer, reason = "cidr_denied", "connection refused");
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, reason = "max_clients", max_clients, "connection refused");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let cancels = cancels.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                crate::session::serve(tcp, peer, snapshot, cancels, stop).await;
+                drop(permit);
+            });
+        }
+        let sessions = max_clients - permits.available_permits();
+        tracing::info!(sessions, "pgvalet stopping");
+        drop(listener);
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+/// Serves clients from `listener` with `config` until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
-    let state = State::build(config).await?;
-    state.credentials.prime(&state.config.credentials).await?;
-    let max_clients = state.config.max_clients;
-    let cancels = Registry::new(state.config.instance_id);
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    state.credentials.spawn_refreshers(&tasks, &stop);
-    let state = ArcSwap::from_pointee(state);
-    let permits = Arc::new(Semaphore::new(max_clients));
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "pgvalet listening");
-    }
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let snapshot = state.load_full();
-        if !cidr_allows(&snapshot.config.allow_cidrs, peer.ip()) {
-            tracing::info!(%peer, reason = "cidr_denied", "connection refused");
-            continue;
-        }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, reason = "max_clients", max_clients, "connection refused");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let cancels = cancels.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            crate::session::serve(tcp, peer, snapshot, cancels, stop).await;
-            drop(permit);
-        });
-    }
-    let sessions = max_clients - permits.available_permits();
-    tracing::info!(sessions, "pgvalet stopping");
-    drop(listener);
-    stop.cancel();
-    tasks.close();
-    tasks.wait().await;
+    Server::start(config).await?.serve(listener, shutdown).await;
     Ok(())
 }

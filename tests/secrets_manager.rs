@@ -45,7 +45,8 @@ fn alter_password(role: &str, password: &str) {
 }
 
 /// A role with `password`, a secret holding it, and pgvalet reading that secret every second
-/// for route `route`.
+/// for route `route`, whose pooled connections live 300 ms, so that new backend logins keep
+/// happening through the rotation (as they do on a busy proxy).
 struct Rotating {
     moto: Moto,
     sm: aws_sdk_secretsmanager::Client,
@@ -63,12 +64,9 @@ async fn rotating(route: &str, password: &str) -> Rotating {
     role(&user, password);
     let first_version =
         moto::create_secret(&sm, &secret, &moto::secret_json(&user, password)).await;
-    let proxy = start_proxy(&aws_route(
-        route,
-        &secret,
-        &moto,
-        "refresh_interval = \"1s\"",
-    ));
+    let tables = aws_route(route, &secret, &moto, "refresh_interval = \"1s\"")
+        + "max_lifetime = \"300ms\"\n";
+    let proxy = start_proxy(&tables);
     Rotating {
         moto,
         sm,
@@ -286,7 +284,14 @@ async fn secrets_manager_outage_serves_cached_credentials() {
     let load = Load::start(proxy.port, "out", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     moto.stop();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The SDK retries with backoff before a refresh gives up; wait for the first failure.
+    for _ in 0..200 {
+        if proxy.logs().contains("serving the last good value") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // A session opened during the outage.
     let client = pg_connect(proxy.port, "orders", "out", "orders")
         .await

@@ -176,6 +176,31 @@ pub struct Connection {
     pub status: u8,
     /// Bytes read past that ReadyForQuery; they belong to the client.
     pub pending: BytesMut,
+    /// The client settings ([`TRACKED_PARAMS`]) this connection was last set up with.
+    pub applied: Vec<(String, String)>,
+}
+
+/// Startup parameters a pooled connection takes on from each client that borrows it, as
+/// PgBouncer's `track_extra_parameters` does.
+pub const TRACKED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "search_path",
+    "extra_float_digits",
+];
+
+/// The tracked parameters among a client's startup parameters.
+pub fn tracked(params: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| TRACKED_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(k)))
+        .cloned()
+        .collect();
+    out.sort();
+    out
 }
 
 /// Connects and logs in, all within the target's `connect_timeout`.
@@ -241,6 +266,7 @@ async fn connect_inner(
         notices: Vec::new(),
         status: b'I',
         pending: BytesMut::new(),
+        applied: tracked(request.params),
     };
     let mut authenticated = false;
     loop {
@@ -315,6 +341,103 @@ async fn connect_inner(
                     tag as char
                 )));
             }
+        }
+    }
+}
+
+impl Connection {
+    /// Runs one simple query pgvalet itself needs (a reset, a health check, a SET), reading
+    /// up to its ReadyForQuery. ParameterStatus changes are recorded; an ErrorResponse or
+    /// anything unexpected fails it, and the connection should then be discarded.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<(), BackendError> {
+        let name = self.target.name.clone();
+        let protocol = |what: String| BackendError::Protocol {
+            backend: name.clone(),
+            what,
+        };
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).map_err(|e| protocol(e.to_string()))?;
+        write(&mut self.stream, &out, &self.target.name).await?;
+        let mut buf = std::mem::take(&mut self.pending);
+        let mut failed = None;
+        loop {
+            let frame = match frame::split(&mut buf, MAX_LOGIN_MESSAGE) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    let n = self.stream.read_buf(&mut buf).await.map_err(|source| {
+                        BackendError::Lost {
+                            backend: name.clone(),
+                            source,
+                        }
+                    })?;
+                    if n == 0 {
+                        return Err(BackendError::Closed {
+                            backend: name.clone(),
+                        });
+                    }
+                    continue;
+                }
+                Err(e) => return Err(protocol(format!("{e:?}"))),
+            };
+            match frame.tag {
+                b'Z' => {
+                    self.status = frame.body().first().copied().unwrap_or(b'I');
+                    self.pending = buf;
+                    return match failed {
+                        None => Ok(()),
+                        Some(message) => Err(protocol(format!("\"{sql}\" failed: {message}"))),
+                    };
+                }
+                b'E' => {
+                    failed = Some(msg::field(&msg::error_fields(frame.body()), b'M').to_owned())
+                }
+                b'S' => {
+                    if let Some((k, v)) = msg::parameter_status(frame.body()) {
+                        self.set_param(k, v);
+                    }
+                }
+                // CommandComplete, EmptyQueryResponse, NoticeResponse, rows of a SELECT.
+                _ => {}
+            }
+        }
+    }
+
+    /// Brings the tracked settings in line with a new client's startup parameters: sets the
+    /// ones it asked for that differ, resets the ones it did not ask for.
+    pub async fn apply_params(&mut self, params: &[(String, String)]) -> Result<(), BackendError> {
+        let want = tracked(params);
+        if want == self.applied {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        for name in TRACKED_PARAMS {
+            let find = |list: &[(String, String)]| {
+                list.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            let (wanted, had) = (find(&want), find(&self.applied));
+            if wanted == had {
+                continue;
+            }
+            match wanted {
+                Some(value) => {
+                    let value = value.replace('\'', "''");
+                    sql += &format!("SELECT pg_catalog.set_config('{name}', '{value}', false);");
+                }
+                None => sql += &format!("RESET {name};"),
+            }
+        }
+        self.simple_query(&sql).await?;
+        self.applied = want;
+        Ok(())
+    }
+
+    /// Records a ParameterStatus value, replacing an earlier one of the same name.
+    pub fn set_param(&mut self, name: &str, value: &str) {
+        match self.params.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value.to_owned(),
+            None => self.params.push((name.to_owned(), value.to_owned())),
         }
     }
 }

@@ -196,6 +196,38 @@ pub struct RouteConfig {
     /// the backend table's; the backend table still gives TLS settings.
     #[serde(default)]
     pub use_secret_address: bool,
+    /// `session`: a backend connection per client session; `transaction`: per transaction.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Backend connections of this route's pool (per database), in use and idle together.
+    #[serde(default = "defaults::max_size")]
+    pub max_size: usize,
+    /// Idle connections kept open, made at start and after each one is retired.
+    #[serde(default)]
+    pub min_idle: usize,
+    /// How long a client waits for a backend connection before SQLSTATE 53300.
+    #[serde(default = "defaults::borrow_timeout", with = "duration_serde")]
+    pub borrow_timeout: Duration,
+    /// An idle connection unused this long is closed (down to `min_idle`).
+    #[serde(default = "defaults::idle_timeout", with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// A connection this old is closed when it is next returned or found idle.
+    #[serde(default = "defaults::max_lifetime", with = "duration_serde")]
+    pub max_lifetime: Duration,
+    /// Sent before a session-mode connection goes back to the pool; `""` sends nothing.
+    #[serde(default = "defaults::reset_query")]
+    pub reset_query: String,
+    /// Client sessions at once on this route (default: no limit but `max_clients`).
+    pub max_client_conn: Option<usize>,
+}
+
+/// When a client's backend connection goes back to the pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    #[default]
+    Session,
+    Transaction,
 }
 
 impl RouteConfig {
@@ -234,6 +266,21 @@ mod defaults {
     }
     pub fn previous_grace() -> Duration {
         Duration::from_secs(900)
+    }
+    pub fn max_size() -> usize {
+        20
+    }
+    pub fn borrow_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn reset_query() -> String {
+        "DISCARD ALL".into()
     }
 }
 
@@ -342,6 +389,24 @@ impl Config {
                 return fail(
                     key("databases"),
                     "is empty, so the route allows nothing; list databases or write [\"*\"]".into(),
+                );
+            }
+            if route.max_size == 0 {
+                return fail(key("max_size"), "must be at least 1".into());
+            }
+            if route.min_idle > route.max_size {
+                return fail(
+                    key("min_idle"),
+                    format!("is larger than max_size ({})", route.max_size),
+                );
+            }
+            if route.borrow_timeout.is_zero() {
+                return fail(key("borrow_timeout"), "must be longer than 0".into());
+            }
+            if route.max_client_conn == Some(0) {
+                return fail(
+                    key("max_client_conn"),
+                    "must be at least 1 (leave it out for no limit)".into(),
                 );
             }
             if route.users.as_ref().is_some_and(Vec::is_empty) {

@@ -1,95 +1,367 @@
-//! Where sessions get their backend connections. Today every session gets a connection of its
-//! own ([`Direct`]); pools plug in behind the same [`BackendConnector`] trait.
+//! Backend connection pools, one per (route, database). A pool hands out logged-in
+//! connections, takes them back clean (reset in session mode) or discards them, retires them by
+//! age and idleness, checks a connection that sat idle before reusing it, and keeps `min_idle`
+//! warm.
+//!
+//! Slots: a FIFO semaphore of `max_size` permits counts connections checked out or being made;
+//! idle connections hold none, so in use + idle never exceeds `max_size`, waiting clients are
+//! served first come first served, and a connection that is dropped anywhere (client gone
+//! mid-query, backend crash) gives its slot back through the permit it carries.
 
-use std::sync::Arc;
+mod connect;
 
-use crate::backend::{self, Connection, Target};
-use crate::credentials::{BoxFuture, Credentials, Store};
-use crate::error::BackendError;
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-/// What a session needs a backend connection for.
-pub struct Checkout<'a> {
-    pub target: Arc<Target>,
-    /// Name of the route's `[credentials.…]` table.
-    pub credentials: &'a str,
-    /// Connect where the secret says (`host`, `port`) rather than to `target`'s address.
-    pub use_secret_address: bool,
-    pub database: &'a str,
-    /// The client's startup parameters.
-    pub params: &'a [(String, String)],
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::backend::{Connection, Target};
+use crate::config::{PoolMode, RouteConfig};
+use crate::credentials::Store;
+use crate::error::{BackendError, ClientError};
+
+pub use connect::{Login, login_through_rotation};
+
+/// A connection idle longer than this is checked with an empty query before it is handed out.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
+/// How long the check (and a reset) may take.
+const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error("timed out waiting to acquire a database connection")]
+    Timeout,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
-/// Hands out logged-in backend connections.
-pub trait BackendConnector: Send + Sync {
-    fn checkout<'a>(
-        &'a self,
-        request: Checkout<'a>,
-    ) -> BoxFuture<'a, Result<Connection, BackendError>>;
-}
-
-/// One fresh backend connection per checkout, logged in with the route's credentials.
-pub struct Direct {
-    credentials: Arc<Store>,
-}
-
-impl Direct {
-    pub fn new(credentials: Arc<Store>) -> Direct {
-        Direct { credentials }
+impl ClientError for PoolError {
+    fn sqlstate(&self) -> Option<&str> {
+        match self {
+            PoolError::Timeout => Some("53300"),
+            PoolError::Backend(e) => e.sqlstate(),
+        }
+    }
+    fn client_message(&self) -> String {
+        match self {
+            PoolError::Timeout => self.to_string(),
+            PoolError::Backend(e) => e.client_message(),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            PoolError::Timeout => "pool_timeout",
+            PoolError::Backend(e) => e.kind(),
+        }
     }
 }
 
-impl BackendConnector for Direct {
-    fn checkout<'a>(
-        &'a self,
-        request: Checkout<'a>,
-    ) -> BoxFuture<'a, Result<Connection, BackendError>> {
-        Box::pin(login_through_rotation(&self.credentials, request))
+/// A pool's counts, for tests, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub idle: usize,
+    /// Checked out, or being made.
+    pub active: usize,
+    pub waiting: usize,
+}
+
+struct Idle {
+    conn: Connection,
+    born: Instant,
+    since: Instant,
+}
+
+/// The settings a pool takes from its route.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: PoolMode,
+    pub max_size: usize,
+    pub min_idle: usize,
+    pub borrow_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub reset_query: String,
+}
+
+impl Settings {
+    pub fn from_route(route: &RouteConfig) -> Settings {
+        Settings {
+            mode: route.pool_mode,
+            max_size: route.max_size,
+            min_idle: route.min_idle,
+            borrow_timeout: route.borrow_timeout,
+            idle_timeout: route.idle_timeout,
+            max_lifetime: route.max_lifetime,
+            reset_query: route.reset_query.clone(),
+        }
     }
 }
 
-/// Logs in with the credentials the cache offers. When the backend refuses them (SQLSTATE
-/// 28P01: a rotation is under way), it tries the cache's other candidates — the freshly read
-/// current version, then pending, then previous — each at most once.
-pub async fn login_through_rotation(
-    store: &Store,
-    request: Checkout<'_>,
-) -> Result<Connection, BackendError> {
-    let cache = store
-        .get(request.credentials)
-        .ok_or_else(|| BackendError::Protocol {
-            backend: request.target.name.clone(),
-            what: format!("no [credentials.{}] table", request.credentials),
-        })?;
-    let mut attempt = cache.login().await?;
-    let mut refused: Vec<Credentials> = Vec::new();
-    loop {
-        let target = match (&attempt.host, request.use_secret_address) {
-            (Some(host), true) => Arc::new(request.target.at(host, attempt.port)?),
-            _ => request.target.clone(),
+pub struct Pool {
+    name: String,
+    settings: Settings,
+    target: Arc<Target>,
+    credentials: String,
+    use_secret_address: bool,
+    database: String,
+    store: Arc<Store>,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    waiting: AtomicUsize,
+}
+
+impl Pool {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mode(&self) -> PoolMode {
+        self.settings.mode
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        // Critical sections are single pushes, pops and retains.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            idle: self.idle().len(),
+            active: self.settings.max_size - self.slots.available_permits(),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A logged-in connection: an idle one (checked if it sat long), or a new one. Waits up to
+    /// `borrow_timeout` for a slot, in arrival order.
+    pub async fn borrow(
+        self: &Arc<Self>,
+        params: &[(String, String)],
+    ) -> Result<Pooled, PoolError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout(
+            self.settings.borrow_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = match permit {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a timeout is the only way out.
+            _ => return Err(PoolError::Timeout),
         };
-        let login = backend::Request {
-            credentials_name: request.credentials,
-            credentials: &attempt,
-            database: request.database,
-            params: request.params,
-        };
-        match backend::connect(target, &login).await {
-            Ok(connection) => {
-                cache.accepted(&attempt);
-                return Ok(connection);
+        loop {
+            let candidate = self.idle().pop();
+            let Some(mut idle) = candidate else { break };
+            if self.expired(&idle) {
+                continue;
             }
-            Err(e) if e.is_auth_failure() => {
-                tracing::info!(
-                    credentials = request.credentials, user = %attempt.username, error = %e,
-                    "backend refused the credentials; trying the secret's other versions"
-                );
-                refused.push(attempt);
-                match cache.candidates(&refused).await.into_iter().next() {
-                    Some(next) => attempt = next,
-                    None => return Err(e),
+            if idle.since.elapsed() >= CHECK_AFTER_IDLE {
+                let check =
+                    tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.simple_query("")).await;
+                if !matches!(check, Ok(Ok(()))) {
+                    tracing::info!(pool = %self.name, "an idle backend connection failed its check; discarded");
+                    continue;
                 }
             }
-            Err(e) => return Err(e),
+            let applied =
+                tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.apply_params(params)).await;
+            if !matches!(applied, Ok(Ok(()))) {
+                tracing::info!(pool = %self.name, "could not apply a client's settings to an idle connection; discarded");
+                continue;
+            }
+            return Ok(Pooled {
+                conn: Some(idle.conn),
+                born: idle.born,
+                pool: self.clone(),
+                _permit: permit,
+            });
+        }
+        let conn = self.connect(params).await?;
+        Ok(Pooled {
+            conn: Some(conn),
+            born: Instant::now(),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    async fn connect(&self, params: &[(String, String)]) -> Result<Connection, BackendError> {
+        let login = Login {
+            target: self.target.clone(),
+            credentials: &self.credentials,
+            use_secret_address: self.use_secret_address,
+            database: &self.database,
+            params,
+        };
+        login_through_rotation(&self.store, login).await
+    }
+
+    fn expired(&self, idle: &Idle) -> bool {
+        idle.born.elapsed() >= self.settings.max_lifetime
+            || idle.since.elapsed() >= self.settings.idle_timeout
+    }
+
+    /// Closes idle connections past their idle time or lifetime (keeping `min_idle` of those
+    /// merely idle), then opens connections up to `min_idle`.
+    pub async fn maintain(self: &Arc<Self>) {
+        {
+            // Connections are pushed as they come back, so the list runs from the longest idle
+            // to the most recently used; borrowing pops the most recent.
+            let settings = &self.settings;
+            let mut idle = self.idle();
+            idle.retain(|c| c.born.elapsed() < settings.max_lifetime);
+            while idle.len() > settings.min_idle
+                && idle
+                    .first()
+                    .is_some_and(|c| c.since.elapsed() >= settings.idle_timeout)
+            {
+                idle.remove(0);
+            }
+        }
+        while self.idle().len() < self.settings.min_idle {
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                return;
+            };
+            match self.connect(&[]).await {
+                Ok(conn) => {
+                    let now = Instant::now();
+                    self.idle().push(Idle {
+                        conn,
+                        born: now,
+                        since: now,
+                    });
+                    drop(permit);
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %self.name, error = %e, "could not open a connection for min_idle");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A connection out of its pool. Give it back with [`Pooled::release`]; dropped any other way,
+/// it is closed and its slot freed.
+pub struct Pooled {
+    conn: Option<Connection>,
+    born: Instant,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pooled {
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Returns the connection to its pool if it is at a clean boundary (idle, nothing in
+    /// flight) and young enough; in session mode the reset query runs first. Otherwise closes it.
+    pub async fn release(mut self, clean: bool) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        if !clean || conn.status != b'I' || self.born.elapsed() >= pool.settings.max_lifetime {
+            return;
+        }
+        if pool.settings.mode == PoolMode::Session && !pool.settings.reset_query.is_empty() {
+            let reset = tokio::time::timeout(
+                HOUSEKEEPING_TIMEOUT,
+                conn.simple_query(&pool.settings.reset_query),
+            )
+            .await;
+            if !matches!(reset, Ok(Ok(()))) {
+                tracing::info!(pool = %pool.name, "reset failed; connection discarded");
+                return;
+            }
+        }
+        pool.idle().push(Idle {
+            conn,
+            born: self.born,
+            since: Instant::now(),
+        });
+    }
+}
+
+impl Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a Pooled holds its connection until released")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+            .as_mut()
+            .expect("a Pooled holds its connection until released")
+    }
+}
+
+/// Every pool, made on first use per (route, database).
+pub struct Pools {
+    store: Arc<Store>,
+    pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
+}
+
+impl Pools {
+    pub fn new(store: Arc<Store>) -> Pools {
+        Pools {
+            store,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn pools(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Pool>>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pool of `route` for `database`.
+    pub fn get(&self, route: &RouteConfig, target: &Arc<Target>, database: &str) -> Arc<Pool> {
+        let key = (route.name.clone(), database.to_owned());
+        self.pools()
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    name: format!("{}/{}", route.name, database),
+                    settings: Settings::from_route(route),
+                    target: target.clone(),
+                    credentials: route.credentials.clone(),
+                    use_secret_address: route.use_secret_address,
+                    database: database.to_owned(),
+                    store: self.store.clone(),
+                    slots: Arc::new(Semaphore::new(route.max_size)),
+                    idle: Mutex::new(Vec::new()),
+                    waiting: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Every pool made so far.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.pools().values().cloned().collect()
+    }
+
+    /// Runs every pool's housekeeping once a second until `stop`.
+    pub async fn maintain_forever(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            for pool in self.all() {
+                pool.maintain().await;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
 }

@@ -5,5 +5,6 @@
 pub mod backend;
 pub mod frame;
 pub mod messages;
+pub mod scan;
 pub mod scram;
 pub mod startup;

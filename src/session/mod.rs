@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::authz;
 use crate::backend::Connection;
 use crate::cancel::{self, Registry};
-use crate::error::{ClientError, FrontError};
-use crate::pool::Checkout;
+use crate::error::ClientError;
+use crate::pool::PoolError;
 use crate::protocol::messages;
 use crate::server::State;
 use frontdoor::{Arrival, Client};
@@ -104,37 +104,51 @@ async fn session(
         tracing::error!(route = %route.name, "route names a backend that was not built");
         return;
     };
-    let checkout = Checkout {
-        target,
-        credentials: &route.credentials,
-        use_secret_address: route.use_secret_address,
-        database: &client.database,
-        params: &client.startup.params,
+    let _route_slot = match state
+        .route_clients
+        .get(&route.name)
+        .map(|s| s.clone().try_acquire_owned())
+    {
+        Some(Err(_)) => {
+            let e = RouteFull {
+                route: route.name.clone(),
+                limit: route.max_client_conn.unwrap_or(0),
+            };
+            let e = frontdoor::reject(&mut client.tls, e).await;
+            return log_refusal(peer, Some(&identity), &e);
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
     };
-    let connected = tokio::time::timeout_at(deadline, state.connector.checkout(checkout)).await;
-    let backend = match connected {
+    let pool = state.pools.get(route, &target, &client.database);
+    let borrowed = tokio::time::timeout_at(deadline, pool.borrow(&client.startup.params)).await;
+    let mut backend = match borrowed {
         Ok(Ok(backend)) => backend,
         Ok(Err(e)) => {
             let e = frontdoor::reject(&mut client.tls, e).await;
             return log_refusal(peer, Some(&identity), &e);
         }
         Err(_) => {
-            let e = FrontError::Timeout {
-                phase: "waiting for a backend connection",
-            };
-            let e = frontdoor::reject(&mut client.tls, e).await;
+            let e = frontdoor::reject(&mut client.tls, PoolError::Timeout).await;
             return log_refusal(peer, Some(&identity), &e);
         }
     };
     let ticket = cancels.issue();
     ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
-    let greeting = greeting(&client, &backend, &ticket);
+    let greeting = greeting(&client, &mut backend, &ticket);
     tracing::info!(
         %peer, identity, route = %route.name, user = %client.user, database = %client.database,
         backend = %backend.target.name, setup_ms = started.elapsed().as_millis() as u64,
         "session started"
     );
-    let outcome = relay::run(client.tls, backend, greeting, &shutdown).await;
+    let relay = relay::Relay {
+        client: client.tls,
+        pool,
+        backend,
+        params: &client.startup.params,
+        ticket: &ticket,
+    };
+    let outcome = relay::run(relay, greeting, &shutdown).await;
     drop(ticket);
     tracing::info!(
         %peer, identity, route = %route.name,
@@ -145,10 +159,27 @@ async fn session(
     );
 }
 
+/// The route's `max_client_conn` is reached.
+#[derive(Debug, thiserror::Error)]
+#[error("The maximum number of client connections to route \"{route}\" exceeded {limit}.")]
+struct RouteFull {
+    route: String,
+    limit: usize,
+}
+
+impl ClientError for RouteFull {
+    fn sqlstate(&self) -> Option<&str> {
+        Some("53300")
+    }
+    fn kind(&self) -> &'static str {
+        "route_full"
+    }
+}
+
 /// What the client hears after its startup packet: the protocol answer if it asked for more than
 /// 3.0, AuthenticationOk, the backend's ParameterStatus values, pgvalet's own cancel key, any
 /// login notices, ReadyForQuery, and whatever the backend already sent beyond it.
-fn greeting(client: &Client, backend: &Connection, ticket: &cancel::Ticket) -> BytesMut {
+fn greeting(client: &Client, backend: &mut Connection, ticket: &cancel::Ticket) -> BytesMut {
     let mut out = BytesMut::with_capacity(1024);
     let options = client.startup.protocol_options();
     if client.startup.minor > 0 || !options.is_empty() {
@@ -160,11 +191,11 @@ fn greeting(client: &Client, backend: &Connection, ticket: &cancel::Ticket) -> B
     }
     let (pid, secret) = ticket.key();
     messages::backend_key_data(&mut out, pid, secret);
-    for notice in &backend.notices {
-        out.extend_from_slice(notice);
+    for notice in backend.notices.drain(..) {
+        out.extend_from_slice(&notice);
     }
     messages::ready_for_query(&mut out, backend.status);
-    out.extend_from_slice(&backend.pending);
+    out.extend_from_slice(&backend.pending.split());
     out
 }
 

@@ -1,45 +1,373 @@
-//! Moving bytes both ways once a session is set up, until either side closes.
+//! The relay: messages both ways between a client and the backend connection serving it, read
+//! only as far as pooling needs. The relay knows where each message starts, holds back the few
+//! it must read whole (ReadyForQuery, ParameterStatus, Terminate), and counts the requests that
+//! still owe a ReadyForQuery. That tells it when a backend connection is at a clean boundary:
+//! in transaction mode it goes back to the pool at every ReadyForQuery 'I' with nothing in
+//! flight, and is borrowed again at the client's next message.
+//!
+//! Writes keep reading the other direction into a bounded buffer, so a client that pipelines
+//! (JDBC batches, libpq pipeline mode) cannot wedge pgvalet between itself and the backend.
 
-use tokio::io::{AsyncWriteExt, copy_bidirectional};
+use std::future::pending;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use bytes::BytesMut;
+use crate::cancel::Ticket;
+use crate::config::PoolMode;
+use crate::error::ClientError;
+use crate::pool::{Pool, Pooled};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::scan::{Item, Scanner};
+use std::sync::Arc;
 
-use crate::backend::Connection;
+/// Largest message either side may send (Postgres' own limit is 1 GiB).
+const MAX_MESSAGE: usize = 1 << 30;
+/// Largest message the relay reads whole (ParameterStatus, ReadyForQuery, Terminate).
+const MAX_HELD: usize = 8192;
+/// How much one direction buffers while the relay is busy writing the other way.
+const BUFFER_CAP: usize = 256 * 1024;
 
 /// How a relay ended.
+#[derive(Debug)]
 pub struct Outcome {
     pub from_client: u64,
     pub to_client: u64,
     pub reason: &'static str,
 }
 
-/// Sends the greeting, then relays until one side closes or pgvalet shuts down.
-pub async fn run(
-    mut client: TlsStream<TcpStream>,
-    backend: Connection,
-    greeting: BytesMut,
-    shutdown: &CancellationToken,
-) -> Outcome {
-    let mut stream = backend.stream;
-    let sent = async {
-        client.write_all(&greeting).await?;
-        client.flush().await
-    };
-    if sent.await.is_err() {
-        return Outcome {
-            from_client: 0,
-            to_client: 0,
-            reason: "client_gone",
-        };
+/// Requests sent to the backend that it has not yet answered with ReadyForQuery.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Query, Sync and FunctionCall messages forwarded, minus ReadyForQuery messages seen.
+    awaiting_ready: usize,
+    /// Extended-protocol messages forwarded since the last Sync.
+    unsynced: bool,
+}
+
+impl InFlight {
+    fn client_message(&mut self, tag: u8) {
+        match tag {
+            b'Q' | b'F' => self.awaiting_ready += 1,
+            b'S' => {
+                self.awaiting_ready += 1;
+                self.unsynced = false;
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.unsynced = true,
+            _ => {}
+        }
     }
-    tokio::select! {
-        copied = copy_bidirectional(&mut client, &mut stream) => match copied {
-            Ok((from_client, to_client)) => Outcome { from_client, to_client, reason: "closed" },
-            Err(_) => Outcome { from_client: 0, to_client: 0, reason: "io_error" },
-        },
-        () = shutdown.cancelled() => Outcome { from_client: 0, to_client: 0, reason: "shutdown" },
+
+    fn ready(&mut self) {
+        self.awaiting_ready = self.awaiting_ready.saturating_sub(1);
+    }
+
+    fn idle(&self) -> bool {
+        self.awaiting_ready == 0 && !self.unsynced
+    }
+}
+
+/// Everything the relay needs.
+pub struct Relay<'a> {
+    pub client: TlsStream<TcpStream>,
+    pub pool: Arc<Pool>,
+    /// The connection the greeting came from.
+    pub backend: Pooled,
+    /// The client's startup parameters, for connections made for it later.
+    pub params: &'a [(String, String)],
+    pub ticket: &'a Ticket,
+}
+
+struct State<'a> {
+    client: TlsStream<TcpStream>,
+    pool: Arc<Pool>,
+    backend: Option<Pooled>,
+    params: &'a [(String, String)],
+    ticket: &'a Ticket,
+    from_client: BytesMut,
+    from_backend: BytesMut,
+    client_scan: Scanner,
+    backend_scan: Scanner,
+    in_flight: InFlight,
+    sent_by_client: u64,
+    sent_to_client: u64,
+}
+
+/// Sends the greeting, then relays until the client leaves, the backend goes, or pgvalet stops.
+pub async fn run(relay: Relay<'_>, greeting: BytesMut, shutdown: &CancellationToken) -> Outcome {
+    let mut state = State {
+        client: relay.client,
+        pool: relay.pool,
+        backend: Some(relay.backend),
+        params: relay.params,
+        ticket: relay.ticket,
+        from_client: BytesMut::with_capacity(8 * 1024),
+        from_backend: BytesMut::with_capacity(8 * 1024),
+        client_scan: Scanner::default(),
+        backend_scan: Scanner::default(),
+        in_flight: InFlight::default(),
+        sent_by_client: 0,
+        sent_to_client: 0,
+    };
+    let reason = state.relay(greeting, shutdown).await;
+    let clean = state.at_clean_boundary();
+    if let Some(backend) = state.backend.take() {
+        state.ticket.serve(None);
+        backend.release(clean).await;
+    }
+    Outcome {
+        from_client: state.sent_by_client,
+        to_client: state.sent_to_client,
+        reason,
+    }
+}
+
+impl State<'_> {
+    async fn relay(&mut self, greeting: BytesMut, shutdown: &CancellationToken) -> &'static str {
+        if self.write_client(&greeting).await.is_err() {
+            return "client_gone";
+        }
+        self.release_if_idle().await;
+        loop {
+            // Writing one way reads the other way into its buffer, so keep forwarding until
+            // neither direction has anything left to pass on; only then wait for the sockets.
+            loop {
+                let (client_bytes, backend_bytes) = (self.sent_by_client, self.sent_to_client);
+                match self.forward_client().await {
+                    Ok(true) => {}
+                    Ok(false) => return "terminated",
+                    Err(reason) => return reason,
+                }
+                if let Err(reason) = self.forward_backend().await {
+                    return reason;
+                }
+                if (client_bytes, backend_bytes) == (self.sent_by_client, self.sent_to_client) {
+                    break;
+                }
+            }
+            let client_room = self.from_client.len() < BUFFER_CAP;
+            let backend_room = self.from_backend.len() < BUFFER_CAP;
+            tokio::select! {
+                read = self.client.read_buf(&mut self.from_client), if client_room => match read {
+                    Ok(0) | Err(_) => return "client_gone",
+                    Ok(_) => {}
+                },
+                read = read_backend(&mut self.backend, &mut self.from_backend), if backend_room => match read {
+                    Ok(0) | Err(_) => {
+                        self.forward_backend().await.ok();
+                        self.drop_backend();
+                        return "backend_gone";
+                    }
+                    Ok(_) => {}
+                },
+                () = shutdown.cancelled() => return "shutdown",
+            }
+        }
+    }
+
+    fn at_clean_boundary(&self) -> bool {
+        self.in_flight.idle() && self.client_scan.at_boundary() && self.backend_scan.at_boundary()
+    }
+
+    /// Forwards every complete or passable client message to the backend, borrowing one first
+    /// in transaction mode. `Ok(false)`: the client sent Terminate.
+    async fn forward_client(&mut self) -> Result<bool, &'static str> {
+        let mut end = 0;
+        let mut terminate = false;
+        loop {
+            let item = self
+                .client_scan
+                .next(
+                    &self.from_client[end..],
+                    |tag| tag == b'X',
+                    MAX_HELD,
+                    MAX_MESSAGE,
+                )
+                .map_err(|_| "client_protocol_error")?;
+            match item {
+                Item::Begin { tag, n } => {
+                    self.in_flight.client_message(tag);
+                    end += n;
+                }
+                Item::Pass(n) => end += n,
+                Item::Whole { .. } => {
+                    terminate = true;
+                    break;
+                }
+                Item::NeedMore => break,
+            }
+        }
+        if end > 0 {
+            self.attach().await?;
+            let Some(backend) = self.backend.as_mut() else {
+                return Err("backend_gone");
+            };
+            let data = self.from_client.split_to(end);
+            self.sent_by_client += end as u64;
+            write_draining(
+                &mut backend.stream,
+                &data,
+                &mut self.client,
+                &mut self.from_client,
+            )
+            .await
+            .map_err(|_| "backend_gone")?;
+        }
+        Ok(!terminate)
+    }
+
+    /// Forwards every complete or passable backend message to the client, noting
+    /// ReadyForQuery and ParameterStatus; releases the backend at a clean boundary.
+    async fn forward_backend(&mut self) -> Result<(), &'static str> {
+        let Some(backend) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        let mut end = 0;
+        loop {
+            let item = self
+                .backend_scan
+                .next(
+                    &self.from_backend[end..],
+                    |tag| tag == b'Z' || tag == b'S',
+                    MAX_HELD,
+                    MAX_MESSAGE,
+                )
+                .map_err(|_| "backend_protocol_error")?;
+            match item {
+                Item::Begin { n, .. } | Item::Pass(n) => end += n,
+                Item::Whole { tag: b'Z', len } => {
+                    backend.status = self.from_backend.get(end + 5).copied().unwrap_or(b'I');
+                    self.in_flight.ready();
+                    end += len;
+                }
+                Item::Whole { len, .. } => {
+                    if let Some((name, value)) = crate::protocol::backend::parameter_status(
+                        &self.from_backend[end + 5..end + len],
+                    ) {
+                        let (name, value) = (name.to_owned(), value.to_owned());
+                        backend.set_param(&name, &value);
+                    }
+                    end += len;
+                }
+                Item::NeedMore => break,
+            }
+        }
+        if end > 0 {
+            let data = self.from_backend.split_to(end);
+            self.sent_to_client += end as u64;
+            write_draining(
+                &mut self.client,
+                &data,
+                &mut backend.stream,
+                &mut self.from_backend,
+            )
+            .await
+            .map_err(|_| "client_gone")?;
+        }
+        self.release_if_idle().await;
+        Ok(())
+    }
+
+    /// In transaction mode, gives the backend back once it is idle with nothing in flight.
+    async fn release_if_idle(&mut self) {
+        if self.pool.mode() != PoolMode::Transaction
+            || !self.at_clean_boundary()
+            || !self.from_backend.is_empty()
+        {
+            return;
+        }
+        if let Some(backend) = self.backend.take_if(|b| b.status == b'I') {
+            self.ticket.serve(None);
+            backend.release(true).await;
+        }
+    }
+
+    /// Makes sure a backend is attached, borrowing one in transaction mode.
+    async fn attach(&mut self) -> Result<(), &'static str> {
+        if self.backend.is_some() {
+            return Ok(());
+        }
+        match self.pool.borrow(self.params).await {
+            Ok(backend) => {
+                self.ticket
+                    .serve(backend.key.map(|key| (backend.target.clone(), key)));
+                self.backend = Some(backend);
+                Ok(())
+            }
+            Err(e) => {
+                let mut out = BytesMut::new();
+                messages::error_response(
+                    &mut out,
+                    Severity::Fatal,
+                    e.sqlstate().unwrap_or("08006"),
+                    &e.client_message(),
+                );
+                let _ = self.write_client(&out).await;
+                tracing::info!(pool = %self.pool.name(), error = %e, "no backend connection for a transaction");
+                Err(e.kind())
+            }
+        }
+    }
+
+    fn drop_backend(&mut self) {
+        self.ticket.serve(None);
+        self.backend = None;
+    }
+
+    async fn write_client(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.client.write_all(data).await?;
+        self.client.flush().await
+    }
+}
+
+async fn read_backend(backend: &mut Option<Pooled>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    match backend {
+        Some(backend) => backend.stream.read_buf(buf).await,
+        None => pending().await,
+    }
+}
+
+/// Writes all of `data` to `dst`, reading `src` into `src_buf` (up to [`BUFFER_CAP`]) while the
+/// write waits, so that neither peer can block the other through pgvalet.
+async fn write_draining<W, R>(
+    dst: &mut W,
+    data: &[u8],
+    src: &mut R,
+    src_buf: &mut BytesMut,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let mut data = data;
+    let mut src_open = true;
+    loop {
+        let room = src_open && src_buf.len() < BUFFER_CAP;
+        let done_writing = data.is_empty();
+        // Once everything is written, flush: a TLS stream may hold records until the socket
+        // takes them.
+        let io = async {
+            if done_writing {
+                dst.flush().await.map(|()| None)
+            } else {
+                dst.write(data).await.map(Some)
+            }
+        };
+        tokio::select! {
+            done = io => match done? {
+                None => return Ok(()),
+                Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Some(n) => data.advance(n),
+            },
+            read = src.read_buf(src_buf), if room => {
+                // End of input is noticed by the relay's next read; stop draining it here.
+                if !matches!(read, Ok(n) if n > 0) {
+                    src_open = false;
+                }
+            }
+        }
     }
 }

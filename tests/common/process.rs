@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub struct ProxyProcess {
     pub port: u16,
     child: Child,
-    logs: Arc<Mutex<String>>,
+    pub logs: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 

@@ -12,6 +12,9 @@ use super::{cluster, pki};
 pub struct Proxy {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The pools, to check their counts.
+    pub pools: std::sync::Arc<pgvalet::pool::Pools>,
+    pub cancels: std::sync::Arc<pgvalet::cancel::Registry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -143,16 +146,18 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            pgvalet::run(config, listener, async {
-                let _ = stopped.await;
-            })
+        let server = pgvalet::server::Server::start(config)
             .await
             .expect("pgvalet failed to start");
-        });
+        let (pools, cancels) = (server.pools(), server.cancels());
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
         Proxy {
             addr,
             dir,
+            pools,
+            cancels,
             stop: Some(stop),
             task: Some(task),
         }
@@ -160,6 +165,32 @@ impl Proxy {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The counts of the pool of `route` for `database` (zero if it was never used).
+    pub fn pool_stats(&self, route: &str, database: &str) -> pgvalet::pool::Stats {
+        let name = format!("{route}/{database}");
+        self.pools
+            .all()
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.stats())
+            .unwrap_or_default()
+    }
+
+    /// Waits up to five seconds for the pool of `route`/`database` to show `expected`.
+    pub async fn wait_for_pool(&self, route: &str, database: &str, expected: pgvalet::pool::Stats) {
+        for _ in 0..100 {
+            if self.pool_stats(route, database) == expected {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            self.pool_stats(route, database),
+            expected,
+            "pool {route}/{database}"
+        );
     }
 
     /// Stops pgvalet and waits until every session task has ended.
