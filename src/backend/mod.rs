@@ -178,6 +178,9 @@ pub struct Connection {
     pub pending: BytesMut,
     /// The client settings ([`TRACKED_PARAMS`]) this connection was last set up with.
     pub applied: Vec<(String, String)>,
+    /// Server-side names of the prepared statements pgvalet made on this connection
+    /// (transaction mode).
+    pub prepared: std::collections::HashSet<String>,
 }
 
 /// Startup parameters a pooled connection takes on from each client that borrows it, as
@@ -244,11 +247,18 @@ async fn connect_inner(
 
     let user = request.credentials.username.as_str();
     let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", request.database)];
+    // Settings clients change are applied after login instead (see `apply_params`): what a
+    // startup packet sets becomes the connection's reset value, and a pooled connection must
+    // reset to the server's defaults, not to its first client's.
     params.extend(
         request
             .params
             .iter()
-            .filter(|(k, _)| !NOT_FORWARDED.contains(&k.as_str()) && !k.starts_with("_pq_."))
+            .filter(|(k, _)| {
+                !NOT_FORWARDED.contains(&k.as_str())
+                    && !k.starts_with("_pq_.")
+                    && !TRACKED_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(k))
+            })
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let mut out = BytesMut::new();
@@ -266,7 +276,8 @@ async fn connect_inner(
         notices: Vec::new(),
         status: b'I',
         pending: BytesMut::new(),
-        applied: tracked(request.params),
+        applied: Vec::new(),
+        prepared: Default::default(),
     };
     let mut authenticated = false;
     loop {

@@ -14,6 +14,24 @@ pub enum BackendStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl BackendStream {
+    /// True when the peer has sent something (or closed) that nobody has read. An idle
+    /// connection has nothing to say, so this means the backend went away or is about to.
+    pub async fn has_unread_input(&self) -> bool {
+        let tcp = match self {
+            BackendStream::Plain(s) => s,
+            BackendStream::Tls(s) => s.get_ref().0,
+        };
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        std::future::poll_fn(|cx| {
+            // Data, end of stream or an error are all news.
+            Poll::Ready(tcp.poll_peek(cx, &mut buf).is_ready())
+        })
+        .await
+    }
+}
+
 impl AsyncRead for BackendStream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -161,6 +161,10 @@ impl Pool {
             if self.expired(&idle) {
                 continue;
             }
+            if idle.conn.stream.has_unread_input().await || !idle.conn.pending.is_empty() {
+                tracing::info!(pool = %self.name, "an idle backend connection was closed or spoke unasked; discarded");
+                continue;
+            }
             if idle.since.elapsed() >= CHECK_AFTER_IDLE {
                 let check =
                     tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.simple_query("")).await;
@@ -182,7 +186,8 @@ impl Pool {
                 _permit: permit,
             });
         }
-        let conn = self.connect(params).await?;
+        let mut conn = self.connect(params).await?;
+        conn.apply_params(params).await?;
         Ok(Pooled {
             conn: Some(conn),
             born: Instant::now(),
@@ -281,6 +286,8 @@ impl Pooled {
                 tracing::info!(pool = %pool.name, "reset failed; connection discarded");
                 return;
             }
+            // Back at the server's defaults.
+            conn.applied.clear();
         }
         pool.idle().push(Idle {
             conn,

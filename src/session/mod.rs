@@ -4,6 +4,7 @@
 pub mod frontdoor;
 pub mod password;
 mod relay;
+mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

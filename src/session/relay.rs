@@ -22,12 +22,16 @@ use crate::error::ClientError;
 use crate::pool::{Pool, Pooled};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
+use crate::session::statements::{self, Expect, Expected, Statements};
 use std::sync::Arc;
 
 /// Largest message either side may send (Postgres' own limit is 1 GiB).
 const MAX_MESSAGE: usize = 1 << 30;
 /// Largest message the relay reads whole (ParameterStatus, ReadyForQuery, Terminate).
 const MAX_HELD: usize = 8192;
+/// Largest Parse, Bind, Describe or Close in transaction mode, where they are read whole to
+/// rename statements.
+const MAX_STATEMENT_MESSAGE: usize = 64 << 20;
 /// How much one direction buffers while the relay is busy writing the other way.
 const BUFFER_CAP: usize = 256 * 1024;
 
@@ -92,6 +96,8 @@ struct State<'a> {
     client_scan: Scanner,
     backend_scan: Scanner,
     in_flight: InFlight,
+    statements: Statements,
+    expected: Expected,
     sent_by_client: u64,
     sent_to_client: u64,
 }
@@ -109,6 +115,8 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, shutdown: &CancellationTo
         client_scan: Scanner::default(),
         backend_scan: Scanner::default(),
         in_flight: InFlight::default(),
+        statements: Statements::default(),
+        expected: Expected::default(),
         sent_by_client: 0,
         sent_to_client: 0,
     };
@@ -173,43 +181,69 @@ impl State<'_> {
     }
 
     /// Forwards every complete or passable client message to the backend, borrowing one first
-    /// in transaction mode. `Ok(false)`: the client sent Terminate.
+    /// in transaction mode, where statement names are also rewritten. `Ok(false)`: the client
+    /// sent Terminate.
     async fn forward_client(&mut self) -> Result<bool, &'static str> {
-        let mut end = 0;
+        let transaction = self.pool.mode() == PoolMode::Transaction;
+        let whole = |tag: u8| tag == b'X' || (transaction && statements::wanted(tag));
+        let mut out = BytesMut::new();
+        let mut used = 0;
         let mut terminate = false;
         loop {
             let item = self
                 .client_scan
                 .next(
-                    &self.from_client[end..],
-                    |tag| tag == b'X',
-                    MAX_HELD,
+                    &self.from_client[used..],
+                    whole,
+                    MAX_STATEMENT_MESSAGE,
                     MAX_MESSAGE,
                 )
                 .map_err(|_| "client_protocol_error")?;
             match item {
-                Item::Begin { tag, n } => {
-                    self.in_flight.client_message(tag);
-                    end += n;
-                }
-                Item::Pass(n) => end += n,
-                Item::Whole { .. } => {
+                Item::NeedMore => break,
+                Item::Whole { tag: b'X', .. } => {
                     terminate = true;
                     break;
                 }
-                Item::NeedMore => break,
+                _ => {}
             }
-        }
-        if end > 0 {
             self.attach().await?;
             let Some(backend) = self.backend.as_mut() else {
                 return Err("backend_gone");
             };
-            let data = self.from_client.split_to(end);
-            self.sent_by_client += end as u64;
+            match item {
+                Item::Begin { tag, n } => {
+                    self.in_flight.client_message(tag);
+                    if matches!(tag, b'Q' | b'S' | b'F') {
+                        self.expected.push(Expect::Ready);
+                    }
+                    out.extend_from_slice(&self.from_client[used..used + n]);
+                    used += n;
+                }
+                Item::Pass(n) => {
+                    out.extend_from_slice(&self.from_client[used..used + n]);
+                    used += n;
+                }
+                Item::Whole { tag, len } => {
+                    self.in_flight.client_message(tag);
+                    let message = &self.from_client[used..used + len];
+                    self.statements
+                        .rewrite(message, &mut backend.prepared, &mut self.expected, &mut out)
+                        .map_err(|_| "client_protocol_error")?;
+                    used += len;
+                }
+                Item::NeedMore => unreachable!("handled above"),
+            }
+        }
+        self.from_client.advance(used);
+        if !out.is_empty() {
+            let Some(backend) = self.backend.as_mut() else {
+                return Err("backend_gone");
+            };
+            self.sent_by_client += out.len() as u64;
             write_draining(
                 &mut backend.stream,
-                &data,
+                &out,
                 &mut self.client,
                 &mut self.from_client,
             )
@@ -231,17 +265,44 @@ impl State<'_> {
                 .backend_scan
                 .next(
                     &self.from_backend[end..],
-                    |tag| tag == b'Z' || tag == b'S',
+                    |tag| matches!(tag, b'Z' | b'S' | b'1'),
                     MAX_HELD,
                     MAX_MESSAGE,
                 )
                 .map_err(|_| "backend_protocol_error")?;
             match item {
-                Item::Begin { n, .. } | Item::Pass(n) => end += n,
+                Item::Begin { tag, n } => {
+                    if tag == b'E' {
+                        self.expected.error();
+                    }
+                    end += n;
+                }
+                Item::Pass(n) => end += n,
                 Item::Whole { tag: b'Z', len } => {
                     backend.status = self.from_backend.get(end + 5).copied().unwrap_or(b'I');
                     self.in_flight.ready();
+                    self.expected.ready();
                     end += len;
+                }
+                Item::Whole { tag: b'1', len } => {
+                    if self.expected.parse_complete() {
+                        // The answer to a Parse pgvalet sent itself: pass what came before it,
+                        // then drop it.
+                        let data = self.from_backend.split_to(end);
+                        self.sent_to_client += end as u64;
+                        write_draining(
+                            &mut self.client,
+                            &data,
+                            &mut backend.stream,
+                            &mut self.from_backend,
+                        )
+                        .await
+                        .map_err(|_| "client_gone")?;
+                        self.from_backend.advance(len);
+                        end = 0;
+                    } else {
+                        end += len;
+                    }
                 }
                 Item::Whole { len, .. } => {
                     if let Some((name, value)) = crate::protocol::backend::parameter_status(

@@ -293,6 +293,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         out
     }
 
+    /// Runs a simple query and returns its rows as text (NULL as "NULL"), or the error's code.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        self.send(&query_message(sql)).await;
+        let msgs = self.read_until_ready_or_error().await;
+        if let Some(code) = error_code(&msgs) {
+            return Err(code);
+        }
+        let rows = msgs
+            .iter()
+            .filter(|m| m.tag == b'D')
+            .map(|m| {
+                let mut cols = Vec::new();
+                let mut rest = &m.body[2..];
+                while rest.len() >= 4 {
+                    let len = i32::from_be_bytes(rest[..4].try_into().unwrap());
+                    rest = &rest[4..];
+                    if len < 0 {
+                        cols.push("NULL".to_owned());
+                    } else {
+                        cols.push(String::from_utf8_lossy(&rest[..len as usize]).into_owned());
+                        rest = &rest[len as usize..];
+                    }
+                }
+                cols
+            })
+            .collect();
+        Ok(rows)
+    }
+
     /// True when the peer closes (EOF or reset) within `within`.
     pub async fn closed_within(&mut self, within: Duration) -> bool {
         let mut b = [0u8; 64];

@@ -1,0 +1,327 @@
+//! Named prepared statements in transaction mode. A client prepares `s1` on whatever backend
+//! it has at the time and uses it later on another one. pgvalet renames every client statement
+//! to a name unique for the life of the process, remembers its Parse, and, when a Bind or
+//! Describe reaches a backend that lacks the statement, sends the Parse there first and hides
+//! the ParseComplete it causes from the client.
+//!
+//! Which ParseComplete to hide is known from order alone: the backend answers Parse messages
+//! in the order they were sent, and after an error skips everything up to the next Sync.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Session numbers for statement names, never reused while the process lives.
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A message the client sent that the relay must understand to rename statements.
+pub fn wanted(tag: u8) -> bool {
+    matches!(tag, b'P' | b'B' | b'D' | b'C')
+}
+
+/// What the backend will answer that concerns the relay, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A ParseComplete; `hide` when pgvalet sent the Parse itself.
+    ParseComplete { hide: bool },
+    /// A ReadyForQuery (for a Sync or a simple Query).
+    Ready,
+}
+
+/// The order of answers owed by the backend.
+#[derive(Debug, Default)]
+pub struct Expected(VecDeque<Expect>);
+
+impl Expected {
+    pub fn push(&mut self, e: Expect) {
+        self.0.push_back(e);
+    }
+
+    /// A ParseComplete arrived: whether to hide it.
+    pub fn parse_complete(&mut self) -> bool {
+        match self.0.front() {
+            Some(Expect::ParseComplete { hide }) => {
+                let hide = *hide;
+                self.0.pop_front();
+                hide
+            }
+            _ => false,
+        }
+    }
+
+    /// An ErrorResponse arrived: the backend skips the rest up to the next Sync, so the
+    /// ParseCompletes owed before it will not come.
+    pub fn error(&mut self) {
+        while matches!(self.0.front(), Some(Expect::ParseComplete { .. })) {
+            self.0.pop_front();
+        }
+    }
+
+    /// A ReadyForQuery arrived.
+    pub fn ready(&mut self) {
+        while let Some(e) = self.0.pop_front() {
+            if e == Expect::Ready {
+                return;
+            }
+        }
+    }
+}
+
+/// A client's named statements and their server-side names.
+#[derive(Debug)]
+pub struct Statements {
+    session: u64,
+    next: u64,
+    by_client_name: HashMap<String, Prepared>,
+}
+
+#[derive(Debug, Clone)]
+struct Prepared {
+    server_name: String,
+    /// The Parse message under the server name, ready to send to another backend.
+    parse: Bytes,
+}
+
+/// Why a client message could not be rewritten.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl Default for Statements {
+    fn default() -> Self {
+        Statements {
+            session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+            next: 0,
+            by_client_name: HashMap::new(),
+        }
+    }
+}
+
+impl Statements {
+    /// Rewrites one whole client message (tag and length included) for a backend that has the
+    /// server-side statements in `on_backend`, appending what to send to `out` and what the
+    /// backend will owe to `expected`.
+    pub fn rewrite(
+        &mut self,
+        message: &[u8],
+        on_backend: &mut HashSet<String>,
+        expected: &mut Expected,
+        out: &mut BytesMut,
+    ) -> Result<(), Malformed> {
+        let tag = message[0];
+        let body = &message[5..];
+        match tag {
+            b'P' => {
+                let (name, rest) = cstr(body).ok_or(Malformed("Parse without a statement name"))?;
+                if name.is_empty() {
+                    out.extend_from_slice(message);
+                } else {
+                    self.next += 1;
+                    let server_name = format!("pgv{:x}_{:x}", self.session, self.next);
+                    let parse = message_with(b'P', &[server_name.as_bytes(), &[0], rest]);
+                    out.extend_from_slice(&parse);
+                    on_backend.insert(server_name.clone());
+                    self.by_client_name
+                        .insert(name.to_owned(), Prepared { server_name, parse });
+                }
+                expected.push(Expect::ParseComplete { hide: false });
+            }
+            b'B' => {
+                let (portal, rest) = cstr(body).ok_or(Malformed("Bind without a portal name"))?;
+                let (statement, rest) =
+                    cstr(rest).ok_or(Malformed("Bind without a statement name"))?;
+                match self.ensure(statement, on_backend, expected, out) {
+                    Some(server_name) => {
+                        out.extend_from_slice(&message_with(
+                            b'B',
+                            &[portal.as_bytes(), &[0], server_name.as_bytes(), &[0], rest],
+                        ));
+                    }
+                    None => out.extend_from_slice(message),
+                }
+            }
+            b'D' | b'C' => {
+                let (&kind, rest) = body
+                    .split_first()
+                    .ok_or(Malformed("Describe or Close without a kind"))?;
+                let (name, _) = cstr(rest).ok_or(Malformed("Describe or Close without a name"))?;
+                if kind != b'S' || name.is_empty() {
+                    out.extend_from_slice(message);
+                    return Ok(());
+                }
+                let server_name = if tag == b'C' {
+                    // Closing a statement the backend lacks is no error in Postgres.
+                    let closed = self.by_client_name.remove(name);
+                    if let Some(p) = &closed {
+                        on_backend.remove(&p.server_name);
+                    }
+                    closed.map(|p| p.server_name)
+                } else {
+                    self.ensure(name, on_backend, expected, out)
+                };
+                match server_name {
+                    Some(server_name) => out.extend_from_slice(&message_with(
+                        tag,
+                        &[b"S", server_name.as_bytes(), &[0]],
+                    )),
+                    None => out.extend_from_slice(message),
+                }
+            }
+            _ => out.extend_from_slice(message),
+        }
+        Ok(())
+    }
+
+    /// The server-side name of the client's statement `name`, preparing it on this backend
+    /// first if it lacks it. `None` for the unnamed statement and for names the client never
+    /// prepared (the backend will say so itself).
+    fn ensure(
+        &self,
+        name: &str,
+        on_backend: &mut HashSet<String>,
+        expected: &mut Expected,
+        out: &mut BytesMut,
+    ) -> Option<String> {
+        let prepared = self.by_client_name.get(name)?;
+        if on_backend.insert(prepared.server_name.clone()) {
+            out.extend_from_slice(&prepared.parse);
+            expected.push(Expect::ParseComplete { hide: true });
+        }
+        Some(prepared.server_name.clone())
+    }
+}
+
+fn cstr(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let nul = bytes.iter().position(|&b| b == 0)?;
+    let text = std::str::from_utf8(&bytes[..nul]).ok()?;
+    Some((text, &bytes[nul + 1..]))
+}
+
+fn message_with(tag: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(5 + len);
+    out.put_u8(tag);
+    out.put_u32((len + 4) as u32);
+    for p in parts {
+        out.put_slice(p);
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        message_with(tag, &[body]).to_vec()
+    }
+
+    fn names_in(out: &[u8]) -> Vec<(u8, String)> {
+        let mut found = Vec::new();
+        let mut rest = out;
+        while rest.len() >= 5 {
+            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+            let body = &rest[5..1 + len];
+            let name = match rest[0] {
+                b'P' => cstr(body).unwrap().0.to_owned(),
+                b'B' => cstr(cstr(body).unwrap().1).unwrap().0.to_owned(),
+                b'D' | b'C' => cstr(&body[1..]).unwrap().0.to_owned(),
+                _ => String::new(),
+            };
+            found.push((rest[0], name));
+            rest = &rest[1 + len..];
+        }
+        found
+    }
+
+    #[test]
+    fn a_statement_follows_the_client_to_another_backend() {
+        let mut s = Statements::default();
+        let (mut first, mut second) = (HashSet::new(), HashSet::new());
+        let mut expected = Expected::default();
+        let mut out = BytesMut::new();
+        s.rewrite(
+            &msg(b'P', b"s1\0select $1\0\0\0"),
+            &mut first,
+            &mut expected,
+            &mut out,
+        )
+        .unwrap();
+        let server = names_in(&out)[0].1.clone();
+        assert!(server.starts_with("pgv") && server != "s1");
+
+        // Bind on a backend that lacks it: the Parse goes first, its ParseComplete is hidden.
+        let mut expected = Expected::default();
+        let mut out = BytesMut::new();
+        s.rewrite(
+            &msg(b'B', b"\0s1\0\0\0\0\0\0\0"),
+            &mut second,
+            &mut expected,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            names_in(&out),
+            vec![(b'P', server.clone()), (b'B', server.clone())]
+        );
+        assert!(
+            expected.parse_complete(),
+            "the injected Parse's answer is hidden"
+        );
+        // On that backend now, no second Parse.
+        let mut out = BytesMut::new();
+        s.rewrite(&msg(b'D', b"Ss1\0"), &mut second, &mut expected, &mut out)
+            .unwrap();
+        assert_eq!(names_in(&out), vec![(b'D', server.clone())]);
+        // Close renames and forgets.
+        let mut out = BytesMut::new();
+        s.rewrite(&msg(b'C', b"Ss1\0"), &mut second, &mut expected, &mut out)
+            .unwrap();
+        assert_eq!(names_in(&out), vec![(b'C', server.clone())]);
+        assert!(!second.contains(&server));
+    }
+
+    #[test]
+    fn unnamed_and_unknown_statements_pass_unchanged() {
+        let mut s = Statements::default();
+        let mut on = HashSet::new();
+        let mut expected = Expected::default();
+        for m in [
+            msg(b'P', b"\0select 1\0\0\0"),
+            msg(b'B', b"\0nope\0\0\0\0\0\0\0"),
+            msg(b'D', b"Pportal\0"),
+        ] {
+            let mut out = BytesMut::new();
+            s.rewrite(&m, &mut on, &mut expected, &mut out).unwrap();
+            assert_eq!(&out[..], &m[..]);
+        }
+        assert!(
+            s.rewrite(
+                &msg(b'B', b"no-nul"),
+                &mut on,
+                &mut expected,
+                &mut BytesMut::new()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn errors_drop_the_parse_completes_that_will_not_come() {
+        let mut e = Expected::default();
+        e.push(Expect::ParseComplete { hide: true });
+        e.push(Expect::ParseComplete { hide: false });
+        e.push(Expect::Ready);
+        e.push(Expect::ParseComplete { hide: true });
+        e.push(Expect::Ready);
+        assert!(e.parse_complete());
+        e.error();
+        e.ready();
+        assert!(
+            e.parse_complete(),
+            "the next batch's hidden Parse is still owed"
+        );
+        e.ready();
+        assert!(e.0.is_empty());
+    }
+}

@@ -1,0 +1,355 @@
+//! Pooling: backend connections reused across sessions (session mode, reset between clients)
+//! and across transactions (transaction mode), bounded by max_size with FIFO waiting and clean
+//! 53300 refusals, and slots that always come back, however a client leaves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgvalet::pool::Stats;
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "sess"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["sess"]
+databases = ["orders"]
+backend = "main"
+credentials = "orders"
+max_size = 2
+borrow_timeout = "1s"
+
+[[routes]]
+name = "txn"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["txn"]
+databases = ["orders"]
+backend = "main"
+credentials = "orders"
+pool_mode = "transaction"
+max_size = 2
+borrow_timeout = "1s"
+"#;
+
+fn stats(idle: usize, active: usize) -> Stats {
+    Stats {
+        idle,
+        active,
+        waiting: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_reuses_connections_and_resets_them() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let first = psql(
+        proxy.port(),
+        "orders",
+        "sess",
+        "orders",
+        "create temp table scratch(x int); set work_mem = '7MB'; select pg_backend_pid()",
+    )
+    .await;
+    assert!(first.ok, "{}", first.stderr);
+    proxy.wait_for_pool("sess", "orders", stats(1, 0)).await;
+    let second = psql(
+        proxy.port(),
+        "orders",
+        "sess",
+        "orders",
+        "select pg_backend_pid(), current_setting('work_mem'), to_regclass('pg_temp.scratch') is null",
+    )
+    .await;
+    let (pid, rest) = second
+        .stdout
+        .split_once('|')
+        .unwrap_or_else(|| panic!("{}", second.stderr));
+    assert_eq!(
+        first.stdout.lines().last(),
+        Some(pid),
+        "the second session reused the first one's backend"
+    );
+    assert_eq!(
+        rest, "4MB|t",
+        "DISCARD ALL reset the setting and dropped the temp table"
+    );
+    proxy.wait_for_pool("sess", "orders", stats(1, 0)).await;
+    proxy.stop().await;
+}
+
+/// A session on `route` with these startup parameters; returns the settings it sees.
+async fn settings_seen(port: u16, route: &str, params: &[(&str, &str)]) -> Vec<String> {
+    let mut tls = Raw::connect(port)
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    let mut all = vec![("user", route), ("database", "orders")];
+    all.extend_from_slice(params);
+    tls.send(&startup_packet(196_608, &all)).await;
+    let msgs = tls.read_until_ready_or_error().await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    let sql =
+        "select current_setting('application_name'), current_setting('TimeZone'), pg_backend_pid()";
+    let row = tls.simple_query(sql).await.unwrap().remove(0);
+    tls.send(&[b'X', 0, 0, 0, 4]).await;
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_settings_follow_the_client_not_the_connection() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let default_zone = cluster().admin_sql("postgres", "show timezone");
+    for route in ["sess", "txn"] {
+        let first = settings_seen(
+            proxy.port(),
+            route,
+            &[("application_name", "one"), ("TimeZone", "Asia/Tokyo")],
+        )
+        .await;
+        assert_eq!(first[..2], ["one", "Asia/Tokyo"], "{route}");
+        proxy.wait_for_pool(route, "orders", stats(1, 0)).await;
+        // The same backend connection, a client with other settings (and no TimeZone).
+        let second = settings_seen(proxy.port(), route, &[("application_name", "two")]).await;
+        assert_eq!(second[2], first[2], "{route}: the same backend was reused");
+        assert_eq!(second[..2], ["two", default_zone.as_str()], "{route}");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transaction_mode_multiplexes_many_clients_on_few_connections() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(
+            pg_connect(proxy.port(), "orders", "txn", "orders")
+                .await
+                .unwrap(),
+        );
+    }
+    // Ten sessions open, at most two backend connections.
+    assert!(proxy.pool_stats("txn", "orders").idle <= 2);
+    let mut tasks = Vec::new();
+    for client in clients {
+        tasks.push(tokio::spawn(async move {
+            let mut pids = std::collections::BTreeSet::new();
+            for i in 0..20i32 {
+                let row = client
+                    .query_one("select pg_backend_pid(), $1::int + 1", &[&i])
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, i32>(1), i + 1);
+                pids.insert(row.get::<_, i32>(0));
+            }
+            // Inside a transaction the backend stays the same.
+            client.batch_execute("begin").await.unwrap();
+            let a: i32 = client
+                .query_one("select pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let b: i32 = client
+                .query_one("select pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            client.batch_execute("commit").await.unwrap();
+            assert_eq!(a, b, "one backend for the whole transaction");
+            pids
+        }));
+    }
+    let mut all = std::collections::BTreeSet::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert!(
+        all.len() <= 2,
+        "ten clients used {} backends: {all:?}",
+        all.len()
+    );
+    let s = proxy.pool_stats("txn", "orders");
+    assert_eq!((s.active, s.waiting), (0, 0), "{s:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn borrow_storm_ends_in_clean_53300_and_a_full_pool() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let port = proxy.port();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        tasks.push(tokio::spawn(async move {
+            let client = pg_connect(port, "orders", "txn", "orders").await?;
+            client
+                .query_one("select pg_sleep(0.3)", &[])
+                .await
+                .map(|_| ())
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                let db = e
+                    .as_db_error()
+                    .unwrap_or_else(|| panic!("not a server error: {e:?}"));
+                assert_eq!(db.code().code(), "53300", "{db:?}");
+                assert_eq!(
+                    db.message(),
+                    "timed out waiting to acquire a database connection"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(ok >= 2, "ok {ok}, refused {refused}");
+    assert!(
+        refused > 0,
+        "100 clients of 0.3 s on 2 connections with a 1 s wait: some must be refused"
+    );
+    proxy.wait_for_pool("txn", "orders", stats(2, 0)).await;
+    // And the pool serves again.
+    let client = pg_connect(port, "orders", "txn", "orders").await.unwrap();
+    client.query_one("select 1", &[]).await.unwrap();
+    proxy.stop().await;
+}
+
+/// Opens a TLS session on `user` and sends `messages`, then drops the connection without a word.
+async fn leave_abruptly(port: u16, user: &str, messages: &[Vec<u8>]) {
+    let mut tls = Raw::connect(port)
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    tls.send(&startup_packet(
+        196_608,
+        &[("user", user), ("database", "orders")],
+    ))
+    .await;
+    let msgs = tls.read_until_ready_or_error().await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    for m in messages {
+        tls.send(m).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tls);
+}
+
+fn copy_data(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'd'];
+    out.extend(((data.len() + 4) as u32).to_be_bytes());
+    out.extend(data);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_come_back_however_a_client_leaves() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("mid-query", vec![query_message("select pg_sleep(3)")]),
+        ("mid-transaction", vec![query_message("begin; select 1")]),
+        (
+            "mid-COPY",
+            vec![
+                query_message("create temp table t(x int); copy t from stdin"),
+                copy_data(b"1\n2\n"),
+            ],
+        ),
+        ("half a message", vec![b"Q\0\0\0\x40select".to_vec()]),
+        ("idle", vec![]),
+    ];
+    for route in ["sess", "txn"] {
+        for (name, messages) in &cases {
+            leave_abruptly(proxy.port(), route, messages).await;
+            for _ in 0..100 {
+                if proxy.pool_stats(route, "orders").active == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let s = proxy.pool_stats(route, "orders");
+            assert_eq!((s.active, s.waiting), (0, 0), "{route} {name}: {s:?}");
+            assert!(s.idle <= 2, "{route} {name}: {s:?}");
+        }
+        // The pool still serves.
+        let out = psql(proxy.port(), "orders", route, "orders", "select 42").await;
+        assert_eq!(out.stdout, "42", "{route}: {}", out.stderr);
+    }
+    // psql leaves as soon as it has its answer; the session ends a moment later.
+    for _ in 0..100 {
+        if proxy.cancels.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proxy.cancels.is_empty(),
+        "every session's cancel key was withdrawn"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_while_idle_is_not_handed_out() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let out = psql(
+        proxy.port(),
+        "orders",
+        "sess",
+        "orders",
+        "select pg_backend_pid()",
+    )
+    .await;
+    let pid = out.stdout.clone();
+    proxy.wait_for_pool("sess", "orders", stats(1, 0)).await;
+    cluster().admin_sql("postgres", &format!("select pg_terminate_backend({pid})"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = psql(
+        proxy.port(),
+        "orders",
+        "sess",
+        "orders",
+        "select pg_backend_pid()",
+    )
+    .await;
+    assert!(
+        out.ok,
+        "the next client got the dead connection: {}",
+        out.stderr
+    );
+    assert_ne!(out.stdout, pid);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_backend_serving_the_transaction() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let client = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        client
+            .query_one("select pg_sleep(30)", &[])
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+        (*client_tls("ca.crt", Some("orders"), None)).clone(),
+    );
+    let started = std::time::Instant::now();
+    token.cancel_query(tls).await.unwrap();
+    let err = sleeper.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "cancelled within a second"
+    );
+    proxy.wait_for_pool("txn", "orders", stats(1, 0)).await;
+    proxy.stop().await;
+}
