@@ -185,6 +185,20 @@ impl State<'_> {
     /// sent Terminate.
     async fn forward_client(&mut self) -> Result<bool, &'static str> {
         let transaction = self.pool.mode() == PoolMode::Transaction;
+        if transaction && self.backend.is_none() {
+            let mut reply = BytesMut::new();
+            if let Some(used) = self.statements.answer_parse_batch(
+                &self.from_client,
+                MAX_STATEMENT_MESSAGE,
+                &mut reply,
+            ) {
+                self.from_client.advance(used);
+                self.sent_by_client += used as u64;
+                self.sent_to_client += reply.len() as u64;
+                self.write_client(&reply).await.map_err(|_| "client_gone")?;
+                return Ok(true);
+            }
+        }
         let whole = |tag: u8| tag == b'X' || (transaction && statements::wanted(tag));
         let mut out = BytesMut::new();
         let mut used = 0;
@@ -237,6 +251,7 @@ impl State<'_> {
         }
         self.from_client.advance(used);
         if !out.is_empty() {
+            tracing::trace!(bytes = out.len(), first = %(out[0] as char), "client -> backend");
             let Some(backend) = self.backend.as_mut() else {
                 return Err("backend_gone");
             };
@@ -317,6 +332,7 @@ impl State<'_> {
             }
         }
         if end > 0 {
+            tracing::trace!(bytes = end, first = %(self.from_backend[0] as char), "backend -> client");
             let data = self.from_backend.split_to(end);
             self.sent_to_client += end as u64;
             write_draining(

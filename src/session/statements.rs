@@ -116,13 +116,9 @@ impl Statements {
                 if name.is_empty() {
                     out.extend_from_slice(message);
                 } else {
-                    self.next += 1;
-                    let server_name = format!("pgv{:x}_{:x}", self.session, self.next);
-                    let parse = message_with(b'P', &[server_name.as_bytes(), &[0], rest]);
-                    out.extend_from_slice(&parse);
-                    on_backend.insert(server_name.clone());
-                    self.by_client_name
-                        .insert(name.to_owned(), Prepared { server_name, parse });
+                    let prepared = self.register(name, rest);
+                    out.extend_from_slice(&prepared.parse);
+                    on_backend.insert(prepared.server_name.clone());
                 }
                 expected.push(Expect::ParseComplete { hide: false });
             }
@@ -170,6 +166,61 @@ impl Statements {
             _ => out.extend_from_slice(message),
         }
         Ok(())
+    }
+
+    /// Takes a batch of named Parse messages followed by a Sync, sent while the client has no
+    /// backend, and answers it without one: the statements are recorded and prepared on a
+    /// backend when first used, and the reply (ParseComplete for each, ReadyForQuery 'I') is
+    /// appended to `reply`. Returns the bytes consumed, or `None` when `buf` does not start
+    /// with such a batch (or not all of it has arrived).
+    ///
+    /// This is what keeps a client that prepares synchronously (libpq's PQprepare, as pgbench
+    /// -M prepared does) from waiting for a backend that only its own blocked thread can free.
+    /// The cost: an invalid statement is reported at its first Bind or Describe, not at Parse.
+    pub fn answer_parse_batch(
+        &mut self,
+        buf: &[u8],
+        max: usize,
+        reply: &mut BytesMut,
+    ) -> Option<usize> {
+        let mut pos = 0;
+        let mut parses = Vec::new();
+        loop {
+            let header = buf.get(pos..pos + 5)?;
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            if !(4..=max).contains(&len) {
+                return None;
+            }
+            let message = buf.get(pos..pos + 1 + len)?;
+            pos += 1 + len;
+            match message[0] {
+                b'P' => match cstr(&message[5..]) {
+                    Some((name, rest)) if !name.is_empty() => {
+                        parses.push((name.to_owned(), rest.to_vec()))
+                    }
+                    _ => return None,
+                },
+                b'S' if !parses.is_empty() => break,
+                _ => return None,
+            }
+        }
+        for (name, rest) in &parses {
+            self.register(name, rest);
+            reply.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+        }
+        reply.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+        Some(pos)
+    }
+
+    /// Records the client's statement `name` under a new server-side name.
+    fn register(&mut self, name: &str, rest: &[u8]) -> Prepared {
+        self.next += 1;
+        let server_name = format!("pgv{:x}_{:x}", self.session, self.next);
+        let parse = message_with(b'P', &[server_name.as_bytes(), &[0], rest]);
+        let prepared = Prepared { server_name, parse };
+        self.by_client_name
+            .insert(name.to_owned(), prepared.clone());
+        prepared
     }
 
     /// The server-side name of the client's statement `name`, preparing it on this backend
@@ -279,6 +330,54 @@ mod tests {
             .unwrap();
         assert_eq!(names_in(&out), vec![(b'C', server.clone())]);
         assert!(!second.contains(&server));
+    }
+
+    #[test]
+    fn a_parse_batch_is_answered_without_a_backend() {
+        let mut s = Statements::default();
+        let mut batch = msg(b'P', b"s1\0select 1\0\0\0");
+        batch.extend(msg(b'P', b"s2\0select 2\0\0\0"));
+        batch.extend(msg(b'S', b""));
+        let mut reply = BytesMut::new();
+        assert_eq!(
+            s.answer_parse_batch(&batch, 1 << 20, &mut reply),
+            Some(batch.len())
+        );
+        assert_eq!(&reply[..], b"1\0\0\0\x041\0\0\0\x04Z\0\0\0\x05I");
+        // Used later on some backend: prepared there first.
+        let (mut on, mut expected, mut out) =
+            (HashSet::new(), Expected::default(), BytesMut::new());
+        s.rewrite(
+            &msg(b'B', b"\0s2\0\0\0\0\0\0\0"),
+            &mut on,
+            &mut expected,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            names_in(&out).iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            vec![b'P', b'B']
+        );
+        assert!(expected.parse_complete());
+        // Not such a batch: incomplete, unnamed, or with anything else in it.
+        assert_eq!(
+            s.answer_parse_batch(&batch[..batch.len() - 1], 1 << 20, &mut reply),
+            None
+        );
+        let mut unnamed = msg(b'P', b"\0select 1\0\0\0");
+        unnamed.extend(msg(b'S', b""));
+        assert_eq!(s.answer_parse_batch(&unnamed, 1 << 20, &mut reply), None);
+        let mut with_describe = msg(b'P', b"s3\0select 1\0\0\0");
+        with_describe.extend(msg(b'D', b"Ss3\0"));
+        with_describe.extend(msg(b'S', b""));
+        assert_eq!(
+            s.answer_parse_batch(&with_describe, 1 << 20, &mut reply),
+            None
+        );
+        assert_eq!(
+            s.answer_parse_batch(&msg(b'S', b""), 1 << 20, &mut reply),
+            None
+        );
     }
 
     #[test]

@@ -48,8 +48,8 @@ impl Moto {
             "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!\necho started\ncat >/dev/null\nkill $pid 2>/dev/null\nwait $pid 2>/dev/null\n",
             moto_server().display()
         );
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
+        let mut child = Command::new("setsid")
+            .args(["sh", "-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -178,8 +178,10 @@ impl Cluster {
             bin = d(&bin),
             options = sh_quote(&options),
         );
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
+        // setsid: a signal to the test's process group (Ctrl-C, a timeout) must not kill the
+        // watchdog before it has cleaned up.
+        let mut child = Command::new("setsid")
+            .args(["sh", "-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
