@@ -353,3 +353,91 @@ async fn cancel_reaches_the_backend_serving_the_transaction() {
     proxy.wait_for_pool("txn", "orders", stats(1, 0)).await;
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_pins_the_client_in_transaction_mode() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let pins = || {
+        proxy
+            .pools
+            .all()
+            .iter()
+            .find(|p| p.name() == "txn/orders")
+            .map(|p| p.pins())
+            .unwrap_or(0)
+    };
+
+    // A temp table made in one transaction must be there in the next ones: the client is
+    // pinned to the backend that has it.
+    let a = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    a.batch_execute("create temp table scratch (x int); set search_path = pg_temp, public")
+        .await
+        .unwrap();
+    let pid: i32 = a
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Another client keeps the other connection busy meanwhile.
+    let b = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    for i in 0..10i32 {
+        a.execute("insert into scratch values ($1)", &[&i])
+            .await
+            .unwrap();
+        b.query_one("select 1", &[]).await.unwrap();
+        let again: i32 = a
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(again, pid, "pinned to one backend");
+    }
+    let n: i64 = a
+        .query_one("select count(*) from scratch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+    assert_eq!(pins(), 1);
+
+    // A session advisory lock taken through a prepared statement pins too.
+    let c = pg_connect(proxy.port(), "orders", "sess", "orders")
+        .await
+        .unwrap();
+    drop(c);
+    let d = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    drop(b);
+    d.query_one("select pg_advisory_lock($1)", &[&42i64])
+        .await
+        .unwrap();
+    assert_eq!(pins(), 2);
+    drop(d);
+    drop(a);
+
+    // Both pinned backends come back reset: no temp table, no search_path, no lock.
+    proxy.wait_for_pool("txn", "orders", stats(2, 0)).await;
+    for _ in 0..2 {
+        let e = pg_connect(proxy.port(), "orders", "txn", "orders")
+            .await
+            .unwrap();
+        e.batch_execute("begin").await.unwrap();
+        let row = e
+            .query_one("select to_regclass('pg_temp.scratch') is null, current_setting('search_path'), pg_try_advisory_xact_lock(42)", &[])
+            .await
+            .unwrap();
+        assert!(
+            row.get::<_, bool>(0),
+            "the temp table was dropped by the reset"
+        );
+        assert_eq!(row.get::<_, String>(1), "\"$user\", public");
+        assert!(row.get::<_, bool>(2), "the session lock was released");
+        e.batch_execute("commit").await.unwrap();
+    }
+    proxy.stop().await;
+}

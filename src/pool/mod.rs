@@ -113,9 +113,19 @@ pub struct Pool {
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
     waiting: AtomicUsize,
+    pins: AtomicUsize,
 }
 
 impl Pool {
+    /// Sessions pinned to their backend connection so far (transaction mode).
+    pub fn pins(&self) -> usize {
+        self.pins.load(Ordering::Relaxed)
+    }
+
+    pub fn count_pin(&self) {
+        self.pins.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -180,6 +190,7 @@ impl Pool {
                 continue;
             }
             return Ok(Pooled {
+                dirty: false,
                 conn: Some(idle.conn),
                 born: idle.born,
                 pool: self.clone(),
@@ -189,6 +200,7 @@ impl Pool {
         let mut conn = self.connect(params).await?;
         conn.apply_params(params).await?;
         Ok(Pooled {
+            dirty: false,
             conn: Some(conn),
             born: Instant::now(),
             pool: self.clone(),
@@ -256,6 +268,8 @@ impl Pool {
 /// it is closed and its slot freed.
 pub struct Pooled {
     conn: Option<Connection>,
+    /// The client left session state on it (transaction mode, pinned): reset before reuse.
+    dirty: bool,
     born: Instant,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
@@ -264,6 +278,12 @@ pub struct Pooled {
 impl Pooled {
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// Marks the connection as carrying a client's session state: it is reset before it
+    /// goes back to the pool, whatever the pool mode.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 
     /// Returns the connection to its pool if it is at a clean boundary (idle, nothing in
@@ -276,7 +296,9 @@ impl Pooled {
         if !clean || conn.status != b'I' || self.born.elapsed() >= pool.settings.max_lifetime {
             return;
         }
-        if pool.settings.mode == PoolMode::Session && !pool.settings.reset_query.is_empty() {
+        if (pool.settings.mode == PoolMode::Session || self.dirty)
+            && !pool.settings.reset_query.is_empty()
+        {
             let reset = tokio::time::timeout(
                 HOUSEKEEPING_TIMEOUT,
                 conn.simple_query(&pool.settings.reset_query),
@@ -349,6 +371,7 @@ impl Pools {
                     slots: Arc::new(Semaphore::new(route.max_size)),
                     idle: Mutex::new(Vec::new()),
                     waiting: AtomicUsize::new(0),
+                    pins: AtomicUsize::new(0),
                 })
             })
             .clone()

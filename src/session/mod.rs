@@ -3,6 +3,7 @@
 
 pub mod frontdoor;
 pub mod password;
+mod pinning;
 mod relay;
 mod statements;
 

@@ -22,6 +22,7 @@ use crate::error::ClientError;
 use crate::pool::{Pool, Pooled};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
+use crate::session::pinning::{self, PinReason};
 use crate::session::statements::{self, Expect, Expected, Statements};
 use std::sync::Arc;
 
@@ -98,6 +99,8 @@ struct State<'a> {
     in_flight: InFlight,
     statements: Statements,
     expected: Expected,
+    /// Transaction mode: the session made state that cannot move, so it keeps its backend.
+    pinned: Option<PinReason>,
     sent_by_client: u64,
     sent_to_client: u64,
 }
@@ -117,6 +120,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, shutdown: &CancellationTo
         in_flight: InFlight::default(),
         statements: Statements::default(),
         expected: Expected::default(),
+        pinned: None,
         sent_by_client: 0,
         sent_to_client: 0,
     };
@@ -199,7 +203,8 @@ impl State<'_> {
                 return Ok(true);
             }
         }
-        let whole = |tag: u8| tag == b'X' || (transaction && statements::wanted(tag));
+        let whole =
+            |tag: u8| tag == b'X' || (transaction && (tag == b'Q' || statements::wanted(tag)));
         let mut out = BytesMut::new();
         let mut used = 0;
         let mut terminate = false;
@@ -238,9 +243,26 @@ impl State<'_> {
                     out.extend_from_slice(&self.from_client[used..used + n]);
                     used += n;
                 }
+                Item::Whole { tag: b'Q', len } => {
+                    self.in_flight.client_message(b'Q');
+                    self.expected.push(Expect::Ready);
+                    let message = &self.from_client[used..used + len];
+                    let sql = message[5..].split(|&b| b == 0).next().unwrap_or_default();
+                    if let Some(reason) = std::str::from_utf8(sql).ok().and_then(pinning::reason) {
+                        pin(&mut self.pinned, &self.pool, backend, reason);
+                    }
+                    out.extend_from_slice(message);
+                    used += len;
+                }
                 Item::Whole { tag, len } => {
                     self.in_flight.client_message(tag);
                     let message = &self.from_client[used..used + len];
+                    if tag == b'P'
+                        && let Some(name_end) = message[5..].iter().position(|&b| b == 0)
+                        && let Some(reason) = statements::parse_pins(&message[5 + name_end + 1..])
+                    {
+                        pin(&mut self.pinned, &self.pool, backend, reason);
+                    }
                     self.statements
                         .rewrite(message, &mut backend.prepared, &mut self.expected, &mut out)
                         .map_err(|_| "client_protocol_error")?;
@@ -351,6 +373,7 @@ impl State<'_> {
     /// In transaction mode, gives the backend back once it is idle with nothing in flight.
     async fn release_if_idle(&mut self) {
         if self.pool.mode() != PoolMode::Transaction
+            || self.pinned.is_some()
             || !self.at_clean_boundary()
             || !self.from_backend.is_empty()
         {
@@ -397,6 +420,20 @@ impl State<'_> {
     async fn write_client(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.client.write_all(data).await?;
         self.client.flush().await
+    }
+}
+
+/// Pins the session to its backend, which will be reset before it is reused; the first reason
+/// is logged and counted.
+fn pin(pinned: &mut Option<PinReason>, pool: &Pool, backend: &mut Pooled, reason: PinReason) {
+    backend.mark_dirty();
+    if pinned.is_none() {
+        *pinned = Some(reason);
+        pool.count_pin();
+        tracing::info!(
+            pool = %pool.name(), %reason,
+            "session pinned to its backend connection until it ends: it made state that cannot move"
+        );
     }
 }
 

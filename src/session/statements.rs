@@ -195,7 +195,8 @@ impl Statements {
             pos += 1 + len;
             match message[0] {
                 b'P' => match cstr(&message[5..]) {
-                    Some((name, rest)) if !name.is_empty() => {
+                    // A statement that would pin the session needs its backend now.
+                    Some((name, rest)) if !name.is_empty() && parse_pins(rest).is_none() => {
                         parses.push((name.to_owned(), rest.to_vec()))
                     }
                     _ => return None,
@@ -240,6 +241,11 @@ impl Statements {
         }
         Some(prepared.server_name.clone())
     }
+}
+
+/// Whether the query of a Parse (the body after the statement name) would pin its session.
+pub fn parse_pins(after_name: &[u8]) -> Option<super::pinning::PinReason> {
+    cstr(after_name).and_then(|(query, _)| super::pinning::reason(query))
 }
 
 fn cstr(bytes: &[u8]) -> Option<(&str, &[u8])> {
