@@ -109,6 +109,29 @@ impl Registry {
     }
 }
 
+/// The instance id a cancel key's process id carries.
+pub fn instance_of(pid: i32) -> u8 {
+    ((pid >> 23) & 0xff) as u8
+}
+
+/// Passes a CancelRequest on, unchanged, to the peer instance that issued its key.
+pub async fn forward_to_peer(addr: std::net::SocketAddr, key: &CancelKey) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut packet = Vec::with_capacity(12 + key.secret.len());
+    packet.extend_from_slice(&((12 + key.secret.len()) as u32).to_be_bytes());
+    packet.extend_from_slice(&80_877_102u32.to_be_bytes());
+    packet.extend_from_slice(&key.pid.to_be_bytes());
+    packet.extend_from_slice(&key.secret);
+    let send = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(&packet).await?;
+        tcp.shutdown().await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), send)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
 /// Compares without an early exit, so the time taken says nothing about the secret.
 fn same_secret(expected: i32, given: &[u8]) -> bool {
     let expected = expected.to_be_bytes();
@@ -157,6 +180,7 @@ mod tests {
         let (pid, secret) = ticket.key();
         assert!(pid > 0);
         assert_eq!(pid >> 23, 5);
+        assert_eq!(instance_of(pid), 5);
         assert_eq!(registry.len(), 1);
         let key = CancelKey {
             pid,

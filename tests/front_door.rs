@@ -133,3 +133,48 @@ async fn cancel_request_in_plaintext_cancels_the_query() {
     assert_eq!(error_code(&msgs).as_deref(), Some("57014"), "{msgs:?}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_reaches_the_wrong_instance_is_forwarded_to_its_peer() {
+    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a_addr, b_addr) = (
+        a_listener.local_addr().unwrap(),
+        b_listener.local_addr().unwrap(),
+    );
+    let start = |listener, me: u8, peer: u8, peer_addr: std::net::SocketAddr| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let top = format!(
+            "instance_id = {me}\npeers = [{{ instance_id = {peer}, addr = \"{peer_addr}\" }}]"
+        );
+        let text = common::proxy::config_text(dir.path(), &top, "");
+        let config = pgvalet::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        Proxy::start_on(listener, config, dir).await
+    };
+    let a = start(a_listener, 1, 2, b_addr).await;
+    let b = start(b_listener, 2, 1, a_addr).await;
+
+    let mut tls = Raw::connect(a.port())
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    let msgs = login_ok(&mut tls, "orders").await;
+    let key = msgs.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+    assert_eq!(
+        i32::from_be_bytes(key.body[..4].try_into().unwrap()) >> 23,
+        1,
+        "A's instance id is in the key"
+    );
+    tls.send(&query_message("select pg_sleep(30)")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load balancer sends the cancel to B: B forwards it to A, whose key it is.
+    let mut raw = Raw::connect(b.port()).await;
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend(&key.body);
+    raw.send(&cancel).await;
+    let msgs = tls.read_until_ready_or_error().await;
+    assert_eq!(error_code(&msgs).as_deref(), Some("57014"), "{msgs:?}");
+    b.stop().await;
+    a.stop().await;
+}

@@ -31,6 +31,10 @@ pub struct Config {
     /// Written into the high bits of the cancel keys this instance hands out.
     #[serde(default)]
     pub instance_id: u8,
+    /// Other pgvalet instances behind the same load balancer: a cancel request whose key
+    /// carries a peer's instance id is forwarded there.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
     pub tls: TlsConfig,
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
@@ -38,6 +42,15 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialsConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Another pgvalet instance, for cancel requests that reach the wrong one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub instance_id: u8,
+    /// Its client listener (it must allow this instance's address in `allow_cidrs`).
+    pub addr: SocketAddr,
 }
 
 /// The client-facing TLS endpoint. A client certificate is always required.
@@ -334,6 +347,15 @@ impl Config {
                 "allow_cidrs".into(),
                 "is empty, so no client could connect; list the networks clients come from".into(),
             );
+        }
+        let mut seen = HashSet::from([self.instance_id]);
+        for (i, peer) in self.peers.iter().enumerate() {
+            if !seen.insert(peer.instance_id) {
+                return fail(
+                    format!("peers[{i}].instance_id"),
+                    format!("{} is this instance's or another peer's", peer.instance_id),
+                );
+            }
         }
         for (name, backend) in &self.backends {
             let key = |field: &str| format!("backends.{name}.{field}");

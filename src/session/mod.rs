@@ -41,8 +41,21 @@ pub async fn serve(
     match arrival {
         Err(e) => log_refusal(peer, None, &e),
         Ok(Arrival::Cancel(key)) => {
-            let outcome = cancels.cancel(&key).await;
-            tracing::info!(%peer, pid = key.pid, ?outcome, "cancel request");
+            let instance = cancel::instance_of(key.pid);
+            if instance == state.config.instance_id {
+                let outcome = cancels.cancel(&key).await;
+                tracing::info!(%peer, pid = key.pid, ?outcome, "cancel request");
+            } else if let Some(to) = state
+                .config
+                .peers
+                .iter()
+                .find(|p| p.instance_id == instance)
+            {
+                let forwarded = cancel::forward_to_peer(to.addr, &key).await;
+                tracing::info!(%peer, pid = key.pid, instance, to = %to.addr, ok = forwarded.is_ok(), "cancel request forwarded to a peer");
+            } else {
+                tracing::info!(%peer, pid = key.pid, instance, "cancel request for an instance with no peer entry; ignored");
+            }
         }
         Ok(Arrival::Client(client)) => {
             session(*client, peer, state, cancels, shutdown, deadline, started).await

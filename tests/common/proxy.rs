@@ -144,6 +144,15 @@ impl Proxy {
 
     pub async fn start_config(config: Config, dir: tempfile::TempDir) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on(listener, config, dir).await
+    }
+
+    /// Starts pgvalet on a listener the caller bound (to know its port beforehand).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        config: Config,
+        dir: tempfile::TempDir,
+    ) -> Proxy {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = pgvalet::server::Server::start(config)
