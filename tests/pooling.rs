@@ -441,3 +441,61 @@ async fn session_state_pins_the_client_in_transaction_mode() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_ctrl_c_cancels_through_pgvalet_within_a_second() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    for route in ["sess", "txn"] {
+        let p = |f: &str| pki().join(f).display().to_string();
+        let conn = format!(
+            "host=127.0.0.1 port={} dbname=orders user={route} sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+            proxy.port(),
+            p("ca.crt"),
+            p("orders.crt"),
+            p("orders.key")
+        );
+        let child = tokio::process::Command::new("psql")
+            .args(["-X", "-c", "select pg_sleep(30)", &conn])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let started = std::time::Instant::now();
+        // What Ctrl-C does: SIGINT to psql, which sends a CancelRequest.
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("canceling statement due to user request"),
+            "{route}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{route}: took {:?}",
+            started.elapsed()
+        );
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_idle_is_warmed_and_idle_connections_are_retired() {
+    let tables = ROUTES.to_owned()
+        + "\n[[routes]]\nname = \"warm\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\nusers = [\"warm\"]\ndatabases = [\"orders\"]\nbackend = \"main\"\ncredentials = \"orders\"\nmax_size = 4\nmin_idle = 2\n"
+        + "\n[[routes]]\nname = \"brief\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\nusers = [\"brief\"]\ndatabases = [\"orders\"]\nbackend = \"main\"\ncredentials = \"orders\"\nidle_timeout = \"500ms\"\n";
+    let proxy = Proxy::start_with("", &tables).await;
+    // Warmed at start, before any client.
+    proxy.wait_for_pool("warm", "orders", stats(2, 0)).await;
+    // An idle connection past idle_timeout is closed by the housekeeping.
+    let out = psql(proxy.port(), "orders", "brief", "orders", "select 1").await;
+    assert_eq!(out.stdout, "1", "{}", out.stderr);
+    proxy.wait_for_pool("brief", "orders", stats(1, 0)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(proxy.pool_stats("brief", "orders"), stats(0, 0));
+    proxy.stop().await;
+}
