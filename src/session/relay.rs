@@ -325,16 +325,14 @@ impl State<'_> {
                     if self.expected.parse_complete() {
                         // The answer to a Parse pgvalet sent itself: pass what came before it,
                         // then drop it.
-                        let data = self.from_backend.split_to(end);
-                        self.sent_to_client += end as u64;
-                        write_draining(
+                        pass_to_client(
                             &mut self.client,
-                            &data,
-                            &mut backend.stream,
                             &mut self.from_backend,
+                            end,
+                            backend,
+                            &mut self.sent_to_client,
                         )
-                        .await
-                        .map_err(|_| "client_gone")?;
+                        .await?;
                         self.from_backend.advance(len);
                         end = 0;
                     } else {
@@ -355,16 +353,14 @@ impl State<'_> {
         }
         if end > 0 {
             tracing::trace!(bytes = end, first = %(self.from_backend[0] as char), "backend -> client");
-            let data = self.from_backend.split_to(end);
-            self.sent_to_client += end as u64;
-            write_draining(
+            pass_to_client(
                 &mut self.client,
-                &data,
-                &mut backend.stream,
                 &mut self.from_backend,
+                end,
+                backend,
+                &mut self.sent_to_client,
             )
-            .await
-            .map_err(|_| "client_gone")?;
+            .await?;
         }
         self.release_if_idle().await;
         Ok(())
@@ -421,6 +417,22 @@ impl State<'_> {
         self.client.write_all(data).await?;
         self.client.flush().await
     }
+}
+
+/// Writes the first `n` bytes of what the backend sent to the client, reading the backend
+/// meanwhile, and counts them.
+async fn pass_to_client(
+    client: &mut TlsStream<TcpStream>,
+    from_backend: &mut BytesMut,
+    n: usize,
+    backend: &mut Pooled,
+    sent: &mut u64,
+) -> Result<(), &'static str> {
+    let data = from_backend.split_to(n);
+    *sent += n as u64;
+    write_draining(client, &data, &mut backend.stream, from_backend)
+        .await
+        .map_err(|_| "client_gone")
 }
 
 /// Pins the session to its backend, which will be reset before it is reused; the first reason
