@@ -1,0 +1,188 @@
+//! Config parsing and validation: every refusal names its key.
+
+use super::*;
+
+const GOOD: &str = r#"
+        listen_addr = "127.0.0.1:6432"
+        allow_cidrs = ["127.0.0.0/8"]
+        [tls]
+        cert = "s.crt"
+        key = "s.key"
+        client_ca = "ca.crt"
+        [backends.main]
+        host = "127.0.0.1"
+        ca = "ca.crt"
+        [credentials.orders]
+        source = "file"
+        path = "orders.json"
+        [[routes]]
+        name = "orders"
+        identity = "uri:spiffe://x/orders"
+        databases = ["orders"]
+        backend = "main"
+        credentials = "orders"
+"#;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn good_config_gets_defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(c.backends["main"].port, 5432);
+    assert_eq!(c.backends["main"].tls, BackendTls::VerifyFull);
+    assert_eq!(c.backends["main"].server_name(), "127.0.0.1");
+    assert_eq!(c.routes[0].users(), vec!["orders"]);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = parse(
+        &GOOD
+            .replace("max_clients", "x")
+            .replace("[tls]", "colour = 1\n[tls]"),
+    )
+    .unwrap_err();
+    assert!(err.contains("colour"), "{err}");
+    assert!(err.contains("test.toml"), "{err}");
+}
+
+#[test]
+fn unknown_key_in_credentials_is_named() {
+    let err = parse(&GOOD.replace("path = \"orders.json\"", "path = \"o\"\npth = 1")).unwrap_err();
+    assert!(err.contains("pth"), "{err}");
+}
+
+#[test]
+fn references_are_checked() {
+    let err = parse(&GOOD.replace("backend = \"main\"", "backend = \"nope\"")).unwrap_err();
+    assert!(
+        err.contains("routes[0].backend") && err.contains("nope"),
+        "{err}"
+    );
+    let err = parse(&GOOD.replace("credentials = \"orders\"", "credentials = \"x\"")).unwrap_err();
+    assert!(err.contains("routes[0].credentials"), "{err}");
+}
+
+#[test]
+fn verify_needs_a_ca() {
+    let backend_ca = "host = \"127.0.0.1\"\n        ca = \"ca.crt\"\n";
+    assert!(GOOD.contains(backend_ca));
+    let err = parse(&GOOD.replace(backend_ca, "host = \"h\"\n")).unwrap_err();
+    assert!(err.contains("backends.main.ca"), "{err}");
+    assert!(parse(&GOOD.replace(backend_ca, "host = \"h\"\ntls = \"require\"\n")).is_ok());
+}
+
+#[test]
+fn credentials_keys_follow_the_source() {
+    let aws = GOOD.replace(
+        "source = \"file\"\n        path = \"orders.json\"",
+        "source = \"aws\"\n        secret_id = \"db/orders\"\n        region = \"eu-west-1\"",
+    );
+    let c = parse(&aws).unwrap();
+    assert_eq!(
+        c.credentials["orders"].secret_id.as_deref(),
+        Some("db/orders")
+    );
+    assert_eq!(
+        c.credentials["orders"].refresh_interval,
+        Duration::from_secs(300)
+    );
+    let err = parse(&GOOD.replace("source = \"file\"", "source = \"aws\"")).unwrap_err();
+    assert!(
+        err.contains("credentials.orders.secret_id is required with source = \"aws\""),
+        "{err}"
+    );
+    let err = parse(&aws.replace("region", "path")).unwrap_err();
+    assert!(
+        err.contains("credentials.orders.path does not apply to source = \"aws\""),
+        "{err}"
+    );
+    let err = parse(&GOOD.replace("source = \"file\"", "source = \"env\"")).unwrap_err();
+    assert!(
+        err.contains("credentials.orders.username_env is required"),
+        "{err}"
+    );
+    let err = parse(&GOOD.replace("source = \"file\"", "source = \"vault\"")).unwrap_err();
+    assert!(err.contains("vault"), "{err}");
+}
+
+#[test]
+fn bad_identity_kind_is_refused() {
+    let err = parse(&GOOD.replace("uri:spiffe", "email:spiffe")).unwrap_err();
+    assert!(err.contains("identity") || err.contains("uri:"), "{err}");
+}
+
+#[test]
+fn bad_duration_is_refused() {
+    let err = parse(&GOOD.replace("[tls]", "handshake_timeout = \"10\"\n[tls]")).unwrap_err();
+    assert!(
+        err.contains("handshake_timeout") && err.contains("no unit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_claim_is_refused() {
+    let second = "[[routes]]\nname = \"orders2\"\nidentity = \"uri:spiffe://x/orders\"\nusers = [\"orders\"]\ndatabases = [\"*\"]\nbackend = \"main\"\ncredentials = \"orders\"\n";
+    let err = parse(&format!("{GOOD}\n{second}")).unwrap_err();
+    assert!(
+        err.contains("routes[1].users") && err.contains("already claimed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auth_modes_and_identity() {
+    let password = GOOD.replace(
+        "identity = \"uri:spiffe://x/orders\"",
+        "auth = \"password\"",
+    );
+    let c = parse(&password).unwrap();
+    assert!(c.has_password_only_routes());
+    assert!(!parse(GOOD).unwrap().has_password_only_routes());
+    let err = parse(&GOOD.replace("identity = \"uri:spiffe://x/orders\"\n", "")).unwrap_err();
+    assert!(
+        err.contains("routes[0].identity is required with auth = \"cert\""),
+        "{err}"
+    );
+    let err = parse(&GOOD.replace("identity =", "auth = \"password\"\nidentity =")).unwrap_err();
+    assert!(err.contains("routes[0].identity does not apply"), "{err}");
+    assert!(parse(&GOOD.replace("identity =", "auth = \"cert+password\"\nidentity =")).is_ok());
+    let err = parse(&GOOD.replace("identity =", "auth = \"passwd\"\nidentity =")).unwrap_err();
+    assert!(err.contains("passwd"), "{err}");
+    // A password route's user name is taken for every client.
+    let second = "[[routes]]\nname = \"pw\"\nauth = \"password\"\nusers = [\"orders\"]\ndatabases = [\"*\"]\nbackend = \"main\"\ncredentials = \"orders\"\n";
+    let err = parse(&format!("{GOOD}\n{second}")).unwrap_err();
+    assert!(
+        err.contains("routes[1].users") && err.contains("any client as user \"orders\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for (name, text) in [
+        (
+            "config/example.toml",
+            include_str!("../../config/example.toml"),
+        ),
+        ("config/dev.toml", include_str!("../../config/dev.toml")),
+        (
+            "config/dev-aws.toml",
+            include_str!("../../config/dev-aws.toml"),
+        ),
+    ] {
+        if let Err(e) = Config::parse(text, Path::new(name)) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn empty_allow_cidrs_is_refused() {
+    let err = parse(&GOOD.replace("[\"127.0.0.0/8\"]", "[]")).unwrap_err();
+    assert!(err.contains("allow_cidrs"), "{err}");
+}
