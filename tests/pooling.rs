@@ -499,3 +499,32 @@ async fn min_idle_is_warmed_and_idle_connections_are_retired() {
     assert_eq!(proxy.pool_stats("brief", "orders"), stats(0, 0));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_survive_a_pinned_neighbours_reset() {
+    let tables = ROUTES.to_owned()
+        + "\n[[routes]]\nname = \"one\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\nusers = [\"one\"]\ndatabases = [\"orders\"]\nbackend = \"main\"\ncredentials = \"orders\"\npool_mode = \"transaction\"\nmax_size = 1\n";
+    let proxy = Proxy::start_with("", &tables).await;
+    // A prepares a statement on the only connection.
+    let a = pg_connect(proxy.port(), "orders", "one", "orders")
+        .await
+        .unwrap();
+    let stmt = a.prepare("select $1::int + 100").await.unwrap();
+    assert_eq!(
+        a.query_one(&stmt, &[&1i32]).await.unwrap().get::<_, i32>(0),
+        101
+    );
+    // B pins that connection, then leaves: the connection is reset (DISCARD ALL).
+    let b = pg_connect(proxy.port(), "orders", "one", "orders")
+        .await
+        .unwrap();
+    b.batch_execute("set work_mem = '8MB'").await.unwrap();
+    drop(b);
+    proxy.wait_for_pool("one", "orders", stats(1, 0)).await;
+    // A's statement still works: pgvalet knows the reset dropped it and prepares it again.
+    assert_eq!(
+        a.query_one(&stmt, &[&2i32]).await.unwrap().get::<_, i32>(0),
+        102
+    );
+    proxy.stop().await;
+}

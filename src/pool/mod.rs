@@ -29,6 +29,9 @@ pub use connect::{Login, login_through_rotation};
 
 /// A connection idle longer than this is checked with an empty query before it is handed out.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
+/// Prepared statements pgvalet lets pile up on one connection (transaction mode) before it
+/// deallocates them all.
+const MAX_PREPARED_PER_CONNECTION: usize = 1000;
 /// How long the check (and a reset) may take.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -308,8 +311,19 @@ impl Pooled {
                 tracing::info!(pool = %pool.name, "reset failed; connection discarded");
                 return;
             }
-            // Back at the server's defaults.
+            // Back at the server's defaults, with no prepared statements.
             conn.applied.clear();
+            conn.prepared.clear();
+        } else if conn.prepared.len() > MAX_PREPARED_PER_CONNECTION {
+            // Statements of sessions long gone pile up on a busy connection; drop them all.
+            // Live sessions prepare theirs again when they next use them here.
+            let dropped =
+                tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.simple_query("DEALLOCATE ALL"))
+                    .await;
+            if !matches!(dropped, Ok(Ok(()))) {
+                return;
+            }
+            conn.prepared.clear();
         }
         pool.idle().push(Idle {
             conn,
