@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct ProxyProcess {
     pub port: u16,
     child: Child,
+    /// Closing this (the test process ending, however it ends) makes the watchdog stop pgvalet.
+    _watchdog: Option<std::process::ChildStdin>,
     pub logs: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -58,6 +60,18 @@ impl ProxyProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("could not start pgvalet");
+        // In its own session, so that a signal to the test's process group does not take it
+        // down before it has done its job.
+        let watchdog = Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                &format!("cat >/dev/null; kill -TERM {} 2>/dev/null", child.id()),
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .ok()
+            .and_then(|mut w| w.stdin.take());
         let logs = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), logs.clone());
         collect(child.stderr.take().unwrap(), logs.clone());
@@ -67,6 +81,7 @@ impl ProxyProcess {
                 return Ok(ProxyProcess {
                     port,
                     child,
+                    _watchdog: watchdog,
                     logs,
                     _dir: dir,
                 });
