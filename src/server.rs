@@ -86,6 +86,14 @@ impl State {
     }
 }
 
+/// How sessions learn that pgvalet is stopping: `drain` asks them to end at the next moment
+/// their client is idle (telling it FATAL 57P01); `stop` ends them at once.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    pub drain: CancellationToken,
+    pub stop: CancellationToken,
+}
+
 /// A started server: credentials read, background work running, not yet accepting.
 pub struct Server {
     state: Arc<State>,
@@ -130,9 +138,15 @@ impl Server {
             state,
             cancels,
             stop,
-            tasks,
+            tasks: background,
         } = self;
+        let life = Lifecycle {
+            drain: CancellationToken::new(),
+            stop: stop.clone(),
+        };
+        let tasks = TaskTracker::new();
         let max_clients = state.config.max_clients;
+        let shutdown_timeout = state.config.shutdown_timeout;
         let state = ArcSwap::new(state);
         let permits = Arc::new(Semaphore::new(max_clients));
         if let Ok(addr) = listener.local_addr() {
@@ -163,18 +177,36 @@ impl Server {
             };
             let _ = tcp.set_nodelay(true);
             let cancels = cancels.clone();
-            let stop = stop.clone();
+            let life = life.clone();
             tasks.spawn(async move {
-                crate::session::serve(tcp, peer, snapshot, cancels, stop).await;
+                crate::session::serve(tcp, peer, snapshot, cancels, life).await;
                 drop(permit);
             });
         }
         let sessions = max_clients - permits.available_permits();
-        tracing::info!(sessions, "pgvalet stopping");
+        tracing::info!(
+            sessions,
+            timeout_s = shutdown_timeout.as_secs(),
+            "pgvalet stopping: no new connections; idle clients are told, transactions may finish"
+        );
         drop(listener);
-        stop.cancel();
+        life.drain.cancel();
         tasks.close();
+        if tokio::time::timeout(shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            let left = max_clients - permits.available_permits();
+            tracing::warn!(
+                sessions = left,
+                "shutdown_timeout reached; closing the sessions still running"
+            );
+        }
+        stop.cancel();
         tasks.wait().await;
+        background.close();
+        background.wait().await;
+        tracing::info!("pgvalet stopped");
     }
 }
 

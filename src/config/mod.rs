@@ -25,6 +25,9 @@ pub struct Config {
     /// Deadline for everything before the session is handed its backend.
     #[serde(default = "defaults::handshake_timeout", with = "duration_serde")]
     pub handshake_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long transactions under way may run before pgvalet closes them.
+    #[serde(default = "defaults::shutdown_timeout", with = "duration_serde")]
+    pub shutdown_timeout: Duration,
     /// Client connections open at once; the next one is closed at accept.
     #[serde(default = "defaults::max_clients")]
     pub max_clients: usize,
@@ -261,6 +264,10 @@ mod defaults {
     use std::time::Duration;
     pub fn handshake_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn shutdown_timeout() -> Duration {
+        // Under the 30 s ECS gives between SIGTERM and SIGKILL.
+        Duration::from_secs(25)
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(5)

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::authz;
 use crate::backend::Connection;
@@ -21,7 +20,7 @@ use crate::cancel::{self, Registry};
 use crate::error::ClientError;
 use crate::pool::PoolError;
 use crate::protocol::messages;
-use crate::server::State;
+use crate::server::{Lifecycle, State};
 use frontdoor::{Arrival, Client};
 
 /// Serves one accepted TCP connection until it ends.
@@ -30,13 +29,13 @@ pub async fn serve(
     peer: SocketAddr,
     state: Arc<State>,
     cancels: Arc<Registry>,
-    shutdown: CancellationToken,
+    life: Lifecycle,
 ) {
     let started = Instant::now();
     let deadline = started + state.config.handshake_timeout;
     let arrival = tokio::select! {
         arrival = frontdoor::accept(tcp, &state.tls, deadline) => arrival,
-        () = shutdown.cancelled() => return,
+        () = life.drain.cancelled() => return,
     };
     match arrival {
         Err(e) => log_refusal(peer, None, &e),
@@ -58,7 +57,7 @@ pub async fn serve(
             }
         }
         Ok(Arrival::Client(client)) => {
-            session(*client, peer, state, cancels, shutdown, deadline, started).await
+            session(*client, peer, state, cancels, life, deadline, started).await
         }
     }
 }
@@ -68,7 +67,7 @@ async fn session(
     peer: SocketAddr,
     state: Arc<State>,
     cancels: Arc<Registry>,
-    shutdown: CancellationToken,
+    life: Lifecycle,
     deadline: Instant,
     started: Instant,
 ) {
@@ -163,7 +162,7 @@ async fn session(
         params: &client.startup.params,
         ticket: &ticket,
     };
-    let outcome = relay::run(relay, greeting, &shutdown).await;
+    let outcome = relay::run(relay, greeting, &life).await;
     drop(ticket);
     tracing::info!(
         %peer, identity, route = %route.name,

@@ -10,11 +10,11 @@
 
 use std::future::pending;
 
+use crate::server::Lifecycle;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::cancel::Ticket;
 use crate::config::PoolMode;
@@ -101,12 +101,14 @@ struct State<'a> {
     expected: Expected,
     /// Transaction mode: the session made state that cannot move, so it keeps its backend.
     pinned: Option<PinReason>,
+    /// pgvalet is stopping: end the session at the next idle moment.
+    draining: bool,
     sent_by_client: u64,
     sent_to_client: u64,
 }
 
 /// Sends the greeting, then relays until the client leaves, the backend goes, or pgvalet stops.
-pub async fn run(relay: Relay<'_>, greeting: BytesMut, shutdown: &CancellationToken) -> Outcome {
+pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outcome {
     let mut state = State {
         client: relay.client,
         pool: relay.pool,
@@ -121,10 +123,11 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, shutdown: &CancellationTo
         statements: Statements::default(),
         expected: Expected::default(),
         pinned: None,
+        draining: false,
         sent_by_client: 0,
         sent_to_client: 0,
     };
-    let reason = state.relay(greeting, shutdown).await;
+    let reason = state.relay(greeting, life).await;
     let clean = state.at_clean_boundary();
     if let Some(backend) = state.backend.take() {
         state.ticket.serve(None);
@@ -138,7 +141,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, shutdown: &CancellationTo
 }
 
 impl State<'_> {
-    async fn relay(&mut self, greeting: BytesMut, shutdown: &CancellationToken) -> &'static str {
+    async fn relay(&mut self, greeting: BytesMut, life: &Lifecycle) -> &'static str {
         if self.write_client(&greeting).await.is_err() {
             return "client_gone";
         }
@@ -160,6 +163,18 @@ impl State<'_> {
                     break;
                 }
             }
+            // Stopping: a client with nothing under way is told, as Postgres tells it, and let go.
+            if self.draining && self.idle_for_drain() {
+                let mut out = BytesMut::new();
+                messages::error_response(
+                    &mut out,
+                    Severity::Fatal,
+                    "57P01",
+                    "terminating connection due to administrator command",
+                );
+                let _ = self.write_client(&out).await;
+                return "shutdown";
+            }
             let client_room = self.from_client.len() < BUFFER_CAP;
             let backend_room = self.from_backend.len() < BUFFER_CAP;
             tokio::select! {
@@ -175,9 +190,18 @@ impl State<'_> {
                     }
                     Ok(_) => {}
                 },
-                () = shutdown.cancelled() => return "shutdown",
+                () = life.drain.cancelled(), if !self.draining => self.draining = true,
+                () = life.stop.cancelled() => return "shutdown",
             }
         }
+    }
+
+    /// Not in a transaction and nothing in flight either way.
+    fn idle_for_drain(&self) -> bool {
+        self.at_clean_boundary()
+            && self.from_client.is_empty()
+            && self.from_backend.is_empty()
+            && self.backend.as_ref().is_none_or(|b| b.status == b'I')
     }
 
     fn at_clean_boundary(&self) -> bool {
