@@ -56,6 +56,14 @@ pub enum ConfigError {
 pub enum FrontError {
     #[error("timed out {phase}")]
     Timeout { phase: &'static str },
+    #[error("bad PROXY protocol header: {0}")]
+    ProxyHeader(&'static str),
+    #[error("PROXY protocol header from {0}, which is not in proxy_protocol_trusted")]
+    ProxyUntrusted(std::net::IpAddr),
+    #[error("no PROXY protocol header, and proxy_protocol = \"required\"")]
+    ProxyMissing,
+    #[error("source address {0} is not in allow_cidrs")]
+    SourceDenied(std::net::IpAddr),
     #[error("connection lost {phase}: {source}")]
     Io {
         phase: &'static str,
@@ -96,6 +104,11 @@ impl ClientError for FrontError {
         match self {
             FrontError::Timeout { .. } | FrontError::Io { .. } | FrontError::Tls(_) => None,
             FrontError::NoAlpn => None,
+            // Refused before a Postgres conversation starts: closed without a word.
+            FrontError::ProxyHeader(_)
+            | FrontError::ProxyUntrusted(_)
+            | FrontError::ProxyMissing
+            | FrontError::SourceDenied(_) => None,
             FrontError::TlsRequired | FrontError::Certificate(_) => Some("28000"),
             FrontError::UnsupportedProtocol { .. } | FrontError::Replication => Some("0A000"),
             FrontError::StartupLength(_)
@@ -110,6 +123,10 @@ impl ClientError for FrontError {
         match self {
             FrontError::Timeout { .. } => "timeout",
             FrontError::Io { .. } => "client_gone",
+            FrontError::ProxyHeader(_)
+            | FrontError::ProxyUntrusted(_)
+            | FrontError::ProxyMissing => "proxy_protocol",
+            FrontError::SourceDenied(_) => "cidr_denied",
             FrontError::TlsRequired => "tls_required",
             FrontError::Tls(_) | FrontError::NoAlpn => "tls_failed",
             FrontError::Certificate(_) => "no_cert",

@@ -11,6 +11,7 @@
 //! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
 //!   handshake (first packet, TLS, startup packet), `session::password` password mode,
 //!   `session::relay` moves messages and returns connections to the pool.
+//! - [`proxy_protocol`]: the PROXY v1/v2 header of a load balancer, sans-IO.
 //! - [`protocol`]: sans-IO wire protocol: first packets, frames, the relay's scanner, SCRAM,
 //!   messages pgvalet sends.
 //! - [`tls`]: client-facing TLS config, certificate identity, backend TLS.
@@ -30,6 +31,7 @@ pub mod credentials;
 pub mod error;
 pub mod pool;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod server;
 pub mod session;
 pub mod tls;

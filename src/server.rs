@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::authz::cidr_allows;
 use crate::backend::Target;
 use crate::cancel::Registry;
-use crate::config::Config;
+use crate::config::{Config, ProxyProtocol};
 use crate::credentials::Store;
 use crate::error::ConfigError;
 use crate::pool::Pools;
@@ -167,7 +167,10 @@ impl Server {
                 },
             };
             let snapshot = state.load_full();
-            if !cidr_allows(&snapshot.config.allow_cidrs, peer.ip()) {
+            // Behind a load balancer sending PROXY headers the socket's address is the
+            // balancer's; the client's own address is checked once the header is read.
+            let from_proxy = snapshot.config.proxy_protocol != ProxyProtocol::Off;
+            if !from_proxy && !cidr_allows(&snapshot.config.allow_cidrs, peer.ip()) {
                 tracing::info!(%peer, reason = "cidr_denied", "connection refused");
                 continue;
             }

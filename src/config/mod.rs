@@ -31,6 +31,13 @@ pub struct Config {
     /// Client connections open at once; the next one is closed at accept.
     #[serde(default = "defaults::max_clients")]
     pub max_clients: usize,
+    /// Whether connections start with a PROXY protocol header from a load balancer.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Addresses whose PROXY headers are believed (the load balancers). A header from any
+    /// other address is refused.
+    #[serde(default)]
+    pub proxy_protocol_trusted: Vec<IpNet>,
     /// Written into the high bits of the cancel keys this instance hands out.
     #[serde(default)]
     pub instance_id: u8,
@@ -45,6 +52,18 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialsConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// PROXY protocol (v1 and v2) on the client listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    #[default]
+    Off,
+    /// A trusted sender may send a header; connections without one are direct.
+    Optional,
+    /// Every connection must come from a trusted sender with a header.
+    Required,
 }
 
 /// Another pgvalet instance, for cancel requests that reach the wrong one.
@@ -353,6 +372,12 @@ impl Config {
             return fail(
                 "allow_cidrs".into(),
                 "is empty, so no client could connect; list the networks clients come from".into(),
+            );
+        }
+        if self.proxy_protocol != ProxyProtocol::Off && self.proxy_protocol_trusted.is_empty() {
+            return fail(
+                "proxy_protocol_trusted".into(),
+                "is empty: with proxy_protocol on, name the load balancers' networks, or anyone could claim any address".into(),
             );
         }
         let mut seen = HashSet::from([self.instance_id]);

@@ -163,6 +163,17 @@ fn auth_modes_and_identity() {
 }
 
 #[test]
+fn proxy_protocol_needs_trusted_senders() {
+    let on = GOOD.replace("[tls]", "proxy_protocol = \"optional\"\n[tls]");
+    let err = parse(&on).unwrap_err();
+    assert!(err.contains("proxy_protocol_trusted is empty"), "{err}");
+    assert!(
+        parse(&on.replace("[tls]", "proxy_protocol_trusted = [\"10.0.0.0/16\"]\n[tls]")).is_ok()
+    );
+    assert!(parse(&GOOD.replace("[tls]", "proxy_protocol = \"sometimes\"\n[tls]")).is_err());
+}
+
+#[test]
 fn shipped_configs_are_valid() {
     for (name, text) in [
         (

@@ -154,6 +154,37 @@ async fn open(tcp: &mut TcpStream) -> Result<Opening, FrontError> {
     }
 }
 
+/// Consumes a PROXY protocol header at the start of the connection, if there is one:
+/// `Some(source)` when there was (`source` is `None` for LOCAL and UNKNOWN headers), `None`
+/// when the connection starts with something else, which is left unread.
+pub async fn proxy_header(
+    tcp: &mut TcpStream,
+) -> Result<Option<Option<std::net::SocketAddr>>, FrontError> {
+    use crate::proxy_protocol::{self, Peek};
+    let io = |source| FrontError::Io {
+        phase: "reading the PROXY header",
+        source,
+    };
+    let mut buf = [0u8; 1100];
+    loop {
+        let n = tcp.peek(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        match proxy_protocol::peek(&buf[..n]).map_err(|e| FrontError::ProxyHeader(e.0))? {
+            Peek::Absent => return Ok(None),
+            Peek::Header { len, source } => {
+                let mut header = vec![0u8; len];
+                tcp.read_exact(&mut header).await.map_err(io)?;
+                return Ok(Some(source));
+            }
+            // Part of a header has arrived: peek again once more has (bounded by the caller's
+            // handshake deadline).
+            Peek::Incomplete => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
 /// Reads the first packet inside TLS: a StartupMessage, or a CancelRequest.
 async fn read_startup(tls: &mut TlsStream<TcpStream>) -> Result<Request, FrontError> {
     let startup = match read_first_packet(tls, "reading the startup packet").await? {

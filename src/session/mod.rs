@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::authz;
 use crate::backend::Connection;
 use crate::cancel::{self, Registry};
-use crate::error::ClientError;
+use crate::error::{ClientError, FrontError};
 use crate::pool::PoolError;
 use crate::protocol::messages;
 use crate::server::{Lifecycle, State};
@@ -25,7 +25,7 @@ use frontdoor::{Arrival, Client};
 
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     state: Arc<State>,
     cancels: Arc<Registry>,
@@ -33,6 +33,11 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let deadline = started + state.config.handshake_timeout;
+    // The client's own address: the socket's, or what a trusted load balancer says it is.
+    let peer = match client_address(&mut tcp, peer, &state.config, deadline).await {
+        Ok(addr) => addr,
+        Err(e) => return log_refusal(peer, None, &e),
+    };
     let arrival = tokio::select! {
         arrival = frontdoor::accept(tcp, &state.tls, deadline) => arrival,
         () = life.drain.cancelled() => return,
@@ -188,6 +193,45 @@ impl ClientError for RouteFull {
     fn kind(&self) -> &'static str {
         "route_full"
     }
+}
+
+/// Reads the PROXY protocol header, if the config asks for one and the sender may send it, and
+/// applies the global CIDR check to the address that results.
+async fn client_address(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    config: &crate::config::Config,
+    deadline: Instant,
+) -> Result<SocketAddr, FrontError> {
+    use crate::config::ProxyProtocol;
+    let addr = match config.proxy_protocol {
+        ProxyProtocol::Off => peer,
+        mode => {
+            let trusted = authz::cidr_allows(&config.proxy_protocol_trusted, peer.ip());
+            if mode == ProxyProtocol::Required && !trusted {
+                return Err(FrontError::ProxyUntrusted(peer.ip()));
+            }
+            let read = frontdoor::proxy_header(tcp);
+            match tokio::time::timeout_at(deadline, read).await {
+                Err(_) => {
+                    return Err(FrontError::Timeout {
+                        phase: "waiting for the PROXY header",
+                    });
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(None)) if mode == ProxyProtocol::Required => {
+                    return Err(FrontError::ProxyMissing);
+                }
+                Ok(Ok(None)) => peer,
+                Ok(Ok(Some(_))) if !trusted => return Err(FrontError::ProxyUntrusted(peer.ip())),
+                Ok(Ok(Some(source))) => source.unwrap_or(peer),
+            }
+        }
+    };
+    if !authz::cidr_allows(&config.allow_cidrs, addr.ip()) {
+        return Err(FrontError::SourceDenied(addr.ip()));
+    }
+    Ok(addr)
 }
 
 /// What the client hears after its startup packet: the protocol answer if it asked for more than
