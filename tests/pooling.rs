@@ -528,3 +528,24 @@ async fn statements_survive_a_pinned_neighbours_reset() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_parameters_and_results_in_transaction_mode() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let client = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    // A 4 MiB Bind: read whole in transaction mode, far past the relay's read-ahead.
+    let blob: Vec<u8> = (0..4 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let back = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.query_one("select $1::bytea", &[&blob]),
+    )
+    .await
+    .expect("a large Bind stalled the relay")
+    .unwrap();
+    assert_eq!(back.get::<_, Vec<u8>>(0), blob);
+    proxy.stop().await;
+}

@@ -175,14 +175,15 @@ impl State<'_> {
                 let _ = self.write_client(&out).await;
                 return "shutdown";
             }
-            let client_room = self.from_client.len() < BUFFER_CAP;
-            let backend_room = self.from_backend.len() < BUFFER_CAP;
+            // Everything that could be forwarded has been: what is still buffered is a message
+            // that needs more bytes (a Bind read whole may be megabytes), so both sides are read
+            // without a cap here. The cap applies while writing (see `write_draining`).
             tokio::select! {
-                read = self.client.read_buf(&mut self.from_client), if client_room => match read {
+                read = self.client.read_buf(&mut self.from_client) => match read {
                     Ok(0) | Err(_) => return "client_gone",
                     Ok(_) => {}
                 },
-                read = read_backend(&mut self.backend, &mut self.from_backend), if backend_room => match read {
+                read = read_backend(&mut self.backend, &mut self.from_backend) => match read {
                     Ok(0) | Err(_) => {
                         self.forward_backend().await.ok();
                         self.drop_backend();
