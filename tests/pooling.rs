@@ -549,3 +549,38 @@ async fn large_parameters_and_results_in_transaction_mode() {
     assert_eq!(back.get::<_, Vec<u8>>(0), blob);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_in_transaction_mode() {
+    use futures_util::{SinkExt, TryStreamExt};
+    cluster().admin_sql(
+        "orders",
+        "create table if not exists copied (id int, name text); grant all on copied to orders_svc",
+    );
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let client = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    let other = pg_connect(proxy.port(), "orders", "txn", "orders")
+        .await
+        .unwrap();
+    client.batch_execute("delete from copied").await.unwrap();
+    let sink = client.copy_in("copy copied from stdin").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 0..5000 {
+        data += &format!("{i}\tname-{i}\n");
+    }
+    sink.send(bytes::Bytes::from(data.clone())).await.unwrap();
+    other.query_one("select 1", &[]).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 5000);
+    let out = client
+        .copy_out("copy (select * from copied order by id) to stdout")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    assert_eq!(String::from_utf8(chunks.concat()).unwrap(), data);
+    drop((client, other));
+    proxy.wait_for_pool("txn", "orders", stats(2, 0)).await;
+    proxy.stop().await;
+}

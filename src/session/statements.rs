@@ -38,6 +38,13 @@ impl Expected {
         self.0.push_back(e);
     }
 
+    /// Forgets the ReadyForQuery owed for the most recent Sync (the backend ignored it).
+    pub fn void_last_ready(&mut self) {
+        if let Some(i) = self.0.iter().rposition(|e| *e == Expect::Ready) {
+            self.0.remove(i);
+        }
+    }
+
     /// A ParseComplete arrived: whether to hide it.
     pub fn parse_complete(&mut self) -> bool {
         match self.0.front() {
