@@ -2,6 +2,7 @@
 //! from the connector, the greeting, and the relay. Every outcome ends in one log line.
 
 pub mod frontdoor;
+mod in_flight;
 pub mod password;
 mod pinning;
 mod relay;
