@@ -10,7 +10,9 @@
 //! - [`server`]: accept loop, global CIDR gate, client limit, stop.
 //! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
 //!   handshake (first packet, TLS, startup packet), `session::password` password mode,
-//!   `session::relay` moves messages and returns connections to the pool.
+//!   `session::relay` moves messages and returns connections to the pool, with
+//!   `in_flight` (what the backend still owes), `statements` (prepared statements across
+//!   backends) and `pinning` (session state that cannot move) for transaction mode.
 //! - [`proxy_protocol`]: the PROXY v1/v2 header of a load balancer, sans-IO.
 //! - [`protocol`]: sans-IO wire protocol: first packets, frames, the relay's scanner, SCRAM,
 //!   messages pgvalet sends.
