@@ -162,8 +162,8 @@ impl Cache {
     }
 
     /// What to try after a backend refused `refused`, most likely first, none already refused.
-    /// Reads the current, pending and previous versions at most once per
-    /// [`MIN_ROTATION_REFETCH`]; between rounds the last round's values are used.
+    /// Reads the current, pending and previous versions at most once a second; between
+    /// rounds the last round's values are used.
     pub async fn candidates(&self, refused: &[Credentials]) -> Vec<Credentials> {
         {
             let mut state = self.state();
