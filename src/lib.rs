@@ -24,10 +24,12 @@
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
 //! - [`cancel`]: pgvalet's own cancel keys and their forwarding.
 //! - [`config`]: the TOML file and its validation; [`error`]: error types per layer.
+//! - [`check`]: `pgvalet check`, every item a start needs, tried without serving.
 
 pub mod authz;
 pub mod backend;
 pub mod cancel;
+pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod error;

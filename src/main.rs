@@ -22,7 +22,9 @@ struct Cli {
 enum Command {
     /// Serve clients (the default).
     Run,
-    /// Validate the configuration and load its certificates and keys, then exit.
+    /// Check everything a start needs: the configuration, certificates (days to expiry), each
+    /// credentials entry (never printed), a login through each route's backend. Exits 1 on
+    /// any failure.
     Check,
 }
 
@@ -59,18 +61,14 @@ fn main() -> ExitCode {
 }
 
 async fn check(config: Config, path: &Path) -> ExitCode {
-    match pgvalet::server::State::build(config).await {
-        Ok(_) => {
-            println!(
-                "✓ {}: configuration, certificates and keys are valid",
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("✗ {e}");
-            ExitCode::FAILURE
-        }
+    let lines = pgvalet::check::run(config, path).await;
+    for line in &lines {
+        println!("{line}");
+    }
+    if lines.iter().all(|l| l.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
