@@ -23,6 +23,7 @@
 //! - [`pool`]: backend connection pools per (route, database); session and transaction mode.
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
 //! - [`cancel`]: pgvalet's own cancel keys and their forwarding.
+//! - [`net`]: socket helpers shared by both sides.
 //! - [`config`]: the TOML file and its validation; [`error`]: error types per layer.
 //! - [`check`]: `pgvalet check`, every item a start needs, tried without serving.
 
@@ -33,6 +34,7 @@ pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod proxy_protocol;

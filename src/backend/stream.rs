@@ -22,13 +22,8 @@ impl BackendStream {
             BackendStream::Plain(s) => s,
             BackendStream::Tls(s) => s.get_ref().0,
         };
-        let mut byte = [0u8; 1];
-        let mut buf = tokio::io::ReadBuf::new(&mut byte);
-        std::future::poll_fn(|cx| {
-            // Data, end of stream or an error are all news.
-            Poll::Ready(tcp.poll_peek(cx, &mut buf).is_ready())
-        })
-        .await
+        // Data, end of stream or an error are all news.
+        crate::net::peek_now(tcp).await.is_some()
     }
 }
 

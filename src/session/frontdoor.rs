@@ -3,11 +3,10 @@
 //! startup), the TLS handshake with a required client certificate, then the startup packet.
 
 use std::future::Future;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -245,15 +244,7 @@ fn startup_error(e: StartupError) -> FrontError {
 
 /// True when the client has already sent more bytes than were read.
 async fn has_buffered_bytes(tcp: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    std::future::poll_fn(|cx| {
-        Poll::Ready(match tcp.poll_peek(cx, &mut buf) {
-            Poll::Ready(Ok(n)) => n > 0,
-            Poll::Ready(Err(_)) | Poll::Pending => false,
-        })
-    })
-    .await
+    matches!(crate::net::peek_now(tcp).await, Some(Ok(n)) if n > 0)
 }
 
 /// Runs one phase under the handshake deadline; running out names the phase.
