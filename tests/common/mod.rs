@@ -9,6 +9,7 @@ pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

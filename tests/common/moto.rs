@@ -1,18 +1,18 @@
 //! A local AWS Secrets Manager: the moto server from the venv `make test` creates, on a free
 //! loopback port, watched like the Postgres cluster so it cannot outlive the test process.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 
+use super::watchdog::Watchdog;
+
 pub struct Moto {
     pub port: u16,
-    watchdog: Mutex<Option<(Child, ChildStdin)>>,
+    watchdog: Watchdog,
 }
 
 fn moto_server() -> PathBuf {
@@ -48,17 +48,7 @@ impl Moto {
             "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!\necho started\ncat >/dev/null\nkill $pid 2>/dev/null\nwait $pid 2>/dev/null\n",
             moto_server().display()
         );
-        let mut child = Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("could not run sh");
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (watchdog, _) = Watchdog::start(&script);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -67,10 +57,7 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Moto {
-            port,
-            watchdog: Mutex::new(Some((child, stdin))),
-        }
+        Moto { port, watchdog }
     }
 
     pub fn url(&self) -> String {
@@ -79,10 +66,7 @@ impl Moto {
 
     /// Stops the server (Secrets Manager goes down).
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.watchdog.lock().ok().and_then(|mut g| g.take()) {
-            drop(stdin);
-            let _ = child.wait();
-        }
+        self.watchdog.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             && Instant::now() < deadline

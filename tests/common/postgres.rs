@@ -6,11 +6,11 @@
 //! test process's end of a pipe closes, so a test binary that panics or is killed leaves
 //! nothing running.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+
+use super::watchdog::Watchdog;
+use std::process::Command;
 
 /// Database users the cluster has, with the auth method pg_hba gives them.
 pub const ROLES: &[(&str, &str)] = &[
@@ -26,7 +26,7 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     /// Password of each role in [`ROLES`].
     pub passwords: Vec<(String, String)>,
-    watchdog: Mutex<Option<(Child, ChildStdin)>>,
+    watchdog: Watchdog,
 }
 
 /// The directory holding initdb, pg_ctl and postgres: PATH first, then Debian's layout.
@@ -178,23 +178,9 @@ impl Cluster {
             bin = d(&bin),
             options = sh_quote(&options),
         );
-        // setsid: a signal to the test's process group (Ctrl-C, a timeout) must not kill the
-        // watchdog before it has cleaned up.
-        let mut child = Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("could not run sh");
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (watchdog, line) = Watchdog::start(&script);
         assert_eq!(
-            line.trim(),
-            "ready",
+            line, "ready",
             "the test Postgres cluster did not start (see stderr above)"
         );
         Cluster {
@@ -202,7 +188,7 @@ impl Cluster {
             dir,
             socket_dir,
             passwords,
-            watchdog: Mutex::new(Some((child, stdin))),
+            watchdog,
         }
     }
 
@@ -245,15 +231,5 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Closing the pipe tells the watchdog to stop the server and remove the directory.
-        if let Some((mut child, stdin)) = self.watchdog.lock().ok().and_then(|mut g| g.take()) {
-            drop(stdin);
-            let _ = child.wait();
-        }
     }
 }

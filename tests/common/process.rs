@@ -7,11 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::watchdog::Watchdog;
+
 pub struct ProxyProcess {
     pub port: u16,
     child: Child,
-    /// Closing this (the test process ending, however it ends) makes the watchdog stop pgvalet.
-    _watchdog: Option<std::process::ChildStdin>,
+    /// Stops pgvalet if the test process ends without dropping this.
+    _watchdog: Watchdog,
     pub logs: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -60,18 +62,10 @@ impl ProxyProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("could not start pgvalet");
-        // In its own session, so that a signal to the test's process group does not take it
-        // down before it has done its job.
-        let watchdog = Command::new("setsid")
-            .args([
-                "sh",
-                "-c",
-                &format!("cat >/dev/null; kill -TERM {} 2>/dev/null", child.id()),
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .ok()
-            .and_then(|mut w| w.stdin.take());
+        let (watchdog, _) = Watchdog::start(&format!(
+            "echo watching; cat >/dev/null; kill -TERM {} 2>/dev/null",
+            child.id()
+        ));
         let logs = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), logs.clone());
         collect(child.stderr.take().unwrap(), logs.clone());
