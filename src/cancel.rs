@@ -33,6 +33,17 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Idle => "idle",
+            Outcome::Unknown => "unknown",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 impl Registry {
     pub fn new(instance_id: u8) -> Arc<Registry> {
         Arc::new(Registry {

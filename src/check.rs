@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use x509_parser::prelude::{FromDer, X509Certificate};
-
 use crate::config::Config;
 use crate::server::State;
 
@@ -28,12 +26,8 @@ fn line(ok: bool, text: String) -> Line {
 
 /// Days until the first certificate in a PEM file expires (negative once it has).
 fn days_left(key: &str, path: &Path) -> Result<i64, String> {
-    let certs = crate::tls::load_certs(key, path).map_err(|e| e.to_string())?;
-    let (_, cert) = X509Certificate::from_der(&certs[0]).map_err(|e| format!("{key}: {e}"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Ok((cert.validity().not_after.timestamp() - now) / 86_400)
+    let not_after = crate::tls::not_after(key, path).map_err(|e| e.to_string())?;
+    Ok((not_after - crate::tls::unix_now()) / 86_400)
 }
 
 /// Runs every check of `config` (read from `origin`).

@@ -44,6 +44,12 @@ pub enum ConfigError {
         path: PathBuf,
         message: String,
     },
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
     #[error("credentials.{name}: cannot start without them (require_at_start = true): {source}")]
     Credentials {
         name: String,

@@ -7,7 +7,7 @@
 //!
 //! The path of one connection, in module order:
 //!
-//! - [`server`]: accept loop, global CIDR gate, client limit, stop.
+//! - [`server`]: accept loop, global CIDR gate, client limit, reload (SIGHUP, `watch`), stop.
 //! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
 //!   handshake (first packet, TLS, startup packet), `session::password` password mode,
 //!   `session::relay` moves messages and returns connections to the pool, with
@@ -24,9 +24,13 @@
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
 //! - [`cancel`]: pgvalet's own cancel keys and their forwarding.
 //! - [`net`]: socket helpers shared by both sides.
-//! - [`config`]: the TOML file and its validation; [`error`]: error types per layer.
+//! - [`config`]: the TOML file, `PGVALET_…` overrides and validation; [`error`]: error types
+//!   per layer.
+//! - [`metrics`]: every metric's name and the recorder; [`admin`]: `/metrics`, `/healthz`,
+//!   `/readyz` and the backend reachability checks behind them.
 //! - [`check`]: `pgvalet check`, every item a start needs, tried without serving.
 
+pub mod admin;
 pub mod authz;
 pub mod backend;
 pub mod cancel;
@@ -34,6 +38,7 @@ pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
@@ -43,4 +48,3 @@ pub mod session;
 pub mod tls;
 
 pub use config::Config;
-pub use server::run;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +15,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Health;
 use crate::authz::cidr_allows;
 use crate::backend::Target;
 use crate::cancel::Registry;
 use crate::config::{Config, ProxyProtocol};
 use crate::credentials::Store;
 use crate::error::ConfigError;
-use crate::pool::Pools;
+use crate::pool::{Pools, Settings};
 
-/// Everything built from one configuration. Sessions take a snapshot at accept and keep it.
+/// Everything built from one configuration. Sessions take a snapshot at accept and keep it,
+/// so a reload changes what new sessions see and nothing else.
 pub struct State {
     pub config: Config,
     pub tls: TlsAcceptor,
@@ -33,18 +36,41 @@ pub struct State {
     pub pools: Arc<Pools>,
     /// Per-route client limits (`max_client_conn`).
     pub route_clients: HashMap<String, Arc<Semaphore>>,
+    /// When the server certificate and the client CA expire (Unix seconds), for the metrics.
+    pub expiry: Vec<(&'static str, i64)>,
+    /// Stops the refreshers of `credentials` once a reload replaces them.
+    refreshers: CancellationToken,
 }
 
 impl State {
     /// Loads certificates and keys and builds the backends, credential caches and pools named
     /// in `config`. Reads no credentials and opens no connection yet.
     pub async fn build(config: Config) -> Result<State, ConfigError> {
+        State::next(config, None).await
+    }
+
+    /// Builds the state for `config`, taking over from `old` what did not change: the
+    /// credential caches when every `[credentials]` table is the same, and with them each pool
+    /// whose route still exists with the same backend and pool settings (it gets the newly
+    /// built backend, so a renewed backend CA applies to its next connections), and the
+    /// per-route client counts.
+    async fn next(config: Config, old: Option<&State>) -> Result<State, ConfigError> {
         let tls = TlsAcceptor::from(crate::tls::server_config(
             &config.tls,
             config.has_password_only_routes(),
         )?);
         let scram =
             crate::session::password::Scram::new(crate::tls::server_end_point(&config.tls)?);
+        let expiry = vec![
+            (
+                "server",
+                crate::tls::not_after("tls.cert", &config.tls.cert)?,
+            ),
+            (
+                "client_ca",
+                crate::tls::not_after("tls.client_ca", &config.tls.client_ca)?,
+            ),
+        ];
         let targets = config
             .backends
             .iter()
@@ -52,22 +78,52 @@ impl State {
                 Ok((name.clone(), Arc::new(Target::from_config(name, backend)?)))
             })
             .collect::<Result<HashMap<_, _>, ConfigError>>()?;
-        let credentials = Arc::new(Store::build(&config.credentials).await);
+        let kept = old.filter(|old| old.config.credentials == config.credentials);
+        let (credentials, refreshers) = match kept {
+            Some(old) => (old.credentials.clone(), old.refreshers.clone()),
+            None => (
+                Arc::new(Store::build(&config.credentials).await),
+                CancellationToken::new(),
+            ),
+        };
+        let pools = Arc::new(Pools::new(credentials.clone()));
+        if let Some(old) = kept {
+            pools.adopt(&old.pools, |route, database| {
+                let now = config.routes.iter().find(|r| r.name == route)?;
+                let then = old.config.routes.iter().find(|r| r.name == route)?;
+                let same = now.backend == then.backend
+                    && now.credentials == then.credentials
+                    && now.use_secret_address == then.use_secret_address
+                    && Settings::from_route(now) == Settings::from_route(then)
+                    && now.allows_database(database)
+                    && config.backends.get(&now.backend) == old.config.backends.get(&then.backend);
+                same.then(|| targets.get(&now.backend).cloned()).flatten()
+            });
+        }
         let route_clients = config
             .routes
             .iter()
             .filter_map(|r| {
-                r.max_client_conn
-                    .map(|n| (r.name.clone(), Arc::new(Semaphore::new(n))))
+                let limit = r.max_client_conn?;
+                let unchanged = old
+                    .and_then(|old| old.config.routes.iter().find(|o| o.name == r.name))
+                    .is_some_and(|o| o.max_client_conn == Some(limit));
+                let semaphore = old
+                    .filter(|_| unchanged)
+                    .and_then(|old| old.route_clients.get(&r.name).cloned())
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(limit)));
+                Some((r.name.clone(), semaphore))
             })
             .collect();
         Ok(State {
             tls,
             scram,
             targets,
-            pools: Arc::new(Pools::new(credentials.clone())),
+            pools,
             credentials,
             route_clients,
+            expiry,
+            refreshers,
             config,
         })
     }
@@ -84,6 +140,18 @@ impl State {
             }
         }
     }
+
+    /// The files a reload reads, for `watch`: certificates, keys, CAs and CRLs (not `env:`).
+    fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        let tls = &self.config.tls;
+        [&tls.cert, &tls.key, &tls.client_ca]
+            .into_iter()
+            .chain(&tls.crls)
+            .chain(self.config.backends.values().filter_map(|b| b.ca.as_ref()))
+            .filter(|p| !p.to_string_lossy().starts_with("env:"))
+            .cloned()
+            .collect()
+    }
 }
 
 /// How sessions learn that pgvalet is stopping: `drain` asks them to end at the next moment
@@ -94,64 +162,113 @@ pub struct Lifecycle {
     pub stop: CancellationToken,
 }
 
+/// Reads the configuration again, for a reload (SIGHUP, `watch`).
+pub type Loader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// What the accept loop, the reloads and the admin endpoint share.
+struct Inner {
+    state: ArcSwap<State>,
+    health: Arc<Health>,
+    cancels: Arc<Registry>,
+    /// Ends the background work, after the sessions.
+    stop: CancellationToken,
+    background: TaskTracker,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    loader: std::sync::OnceLock<Loader>,
+}
+
 /// A started server: credentials read, background work running, not yet accepting.
 pub struct Server {
-    state: Arc<State>,
-    cancels: Arc<Registry>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    inner: Arc<Inner>,
+    admin: Option<TcpListener>,
 }
 
 impl Server {
     /// Builds the state, reads the credentials (failing on a required one that cannot be
-    /// read), and starts the refreshers and pool housekeeping.
+    /// read), binds the admin endpoint, and starts the refreshers and pool housekeeping.
     pub async fn start(config: Config) -> Result<Server, ConfigError> {
-        let state = State::build(config).await?;
+        crate::metrics::install();
+        let state = State::next(config, None).await?;
         state.credentials.prime(&state.config.credentials).await?;
         state.declare_warm_pools();
+        let admin = match &state.config.metrics {
+            None => None,
+            Some(m) => {
+                Some(
+                    TcpListener::bind(m.addr)
+                        .await
+                        .map_err(|source| ConfigError::Listen {
+                            key: "metrics.addr",
+                            addr: m.addr,
+                            source,
+                        })?,
+                )
+            }
+        };
         let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        state.credentials.spawn_refreshers(&tasks, &stop);
-        tasks.spawn(state.pools.clone().maintain_forever(stop.clone()));
-        Ok(Server {
+        let background = TaskTracker::new();
+        spawn_refreshers(&state, &background, &stop);
+        let inner = Arc::new(Inner {
             cancels: Registry::new(state.config.instance_id),
-            state: Arc::new(state),
+            state: ArcSwap::from_pointee(state),
+            health: Arc::new(Health::default()),
             stop,
-            tasks,
-        })
-    }
-
-    /// The pools, for their counts.
-    pub fn pools(&self) -> Arc<Pools> {
-        self.state.pools.clone()
+            background,
+            reloading: tokio::sync::Mutex::new(()),
+            loader: std::sync::OnceLock::new(),
+        });
+        let tasks = &inner.background;
+        tasks.spawn(maintain_pools(inner.clone()));
+        tasks.spawn(check_backends(inner.clone()));
+        Ok(Server { inner, admin })
     }
 
     /// The cancel keys in use.
     pub fn cancels(&self) -> Arc<Registry> {
-        self.cancels.clone()
+        self.inner.cancels.clone()
+    }
+
+    /// The admin endpoint's address, when `[metrics]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle that reloads this server's configuration.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.inner.clone())
     }
 
     /// Serves clients from `listener` until `shutdown` completes, then closes every session
     /// and stops the background work.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let Server {
-            state,
-            cancels,
-            stop,
-            tasks: background,
-        } = self;
+        let Server { inner, admin } = self;
+        if let Some(admin) = admin {
+            if let Ok(addr) = admin.local_addr() {
+                tracing::info!(%addr, "metrics and health endpoint listening");
+            }
+            let current = inner.clone();
+            inner.background.spawn(crate::admin::serve(
+                admin,
+                move || current.state.load_full(),
+                inner.health.clone(),
+                inner.stop.clone(),
+            ));
+        }
         let life = Lifecycle {
             drain: CancellationToken::new(),
-            stop: stop.clone(),
+            stop: inner.stop.clone(),
         };
         let tasks = TaskTracker::new();
-        let max_clients = state.config.max_clients;
-        let shutdown_timeout = state.config.shutdown_timeout;
-        let state = ArcSwap::new(state);
+        let (max_clients, shutdown_timeout) = {
+            let state = inner.state.load();
+            (state.config.max_clients, state.config.shutdown_timeout)
+        };
         let permits = Arc::new(Semaphore::new(max_clients));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "pgvalet listening");
         }
+        inner.health.set_serving(true);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -166,26 +283,29 @@ impl Server {
                     }
                 },
             };
-            let snapshot = state.load_full();
+            let snapshot = inner.state.load_full();
             // Behind a load balancer sending PROXY headers the socket's address is the
             // balancer's; the client's own address is checked once the header is read.
             let from_proxy = snapshot.config.proxy_protocol != ProxyProtocol::Off;
             if !from_proxy && !cidr_allows(&snapshot.config.allow_cidrs, peer.ip()) {
                 tracing::info!(%peer, reason = "cidr_denied", "connection refused");
+                crate::metrics::handshake("cidr_denied", Duration::ZERO);
                 continue;
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, reason = "max_clients", max_clients, "connection refused");
+                crate::metrics::handshake("max_clients", Duration::ZERO);
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let cancels = cancels.clone();
+            let cancels = inner.cancels.clone();
             let life = life.clone();
             tasks.spawn(async move {
                 crate::session::serve(tcp, peer, snapshot, cancels, life).await;
                 drop(permit);
             });
         }
+        inner.health.set_serving(false);
         let sessions = max_clients - permits.available_permits();
         tracing::info!(
             sessions,
@@ -205,20 +325,184 @@ impl Server {
                 "shutdown_timeout reached; closing the sessions still running"
             );
         }
-        stop.cancel();
+        inner.stop.cancel();
         tasks.wait().await;
-        background.close();
-        background.wait().await;
+        inner.background.close();
+        inner.background.wait().await;
         tracing::info!("pgvalet stopped");
     }
 }
 
-/// Serves clients from `listener` with `config` until `shutdown` completes.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ConfigError> {
-    Server::start(config).await?.serve(listener, shutdown).await;
-    Ok(())
+fn spawn_refreshers(state: &State, tasks: &TaskTracker, stop: &CancellationToken) {
+    let refreshers = state.refreshers.clone();
+    let stop = stop.clone();
+    // Either token ends them: the server stopping, or a reload replacing these caches.
+    tasks.spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => refreshers.cancel(),
+            () = refreshers.cancelled() => {}
+        }
+    });
+    state.credentials.spawn_refreshers(tasks, &state.refreshers);
 }
+
+/// Runs the housekeeping of the pools in force once a second until the server stops.
+async fn maintain_pools(inner: Arc<Inner>) {
+    loop {
+        let pools = inner.state.load().pools.clone();
+        for pool in pools.all() {
+            pool.maintain().await;
+        }
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Checks the backends' reachability for `/readyz` every [`crate::admin::CHECK_EVERY`].
+async fn check_backends(inner: Arc<Inner>) {
+    loop {
+        let state = inner.state.load_full();
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            () = inner.health.check_backends(&state) => {}
+        }
+        drop(state);
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            () = tokio::time::sleep(crate::admin::CHECK_EVERY) => {}
+        }
+    }
+}
+
+/// Reloads a running server's configuration: on SIGHUP, and with `watch = true` when the
+/// certificate files change.
+#[derive(Clone)]
+pub struct Reloader(Arc<Inner>);
+
+impl Reloader {
+    /// Puts `config` in force for new sessions, or refuses it (logged, counted) and keeps the
+    /// running one. Credentials that changed are read first, as at start.
+    pub async fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let inner = &self.0;
+        let _one = inner.reloading.lock().await;
+        let old = inner.state.load_full();
+        let built = async {
+            let new = State::next(config, Some(&old)).await?;
+            if !Arc::ptr_eq(&new.credentials, &old.credentials) {
+                new.credentials.prime(&new.config.credentials).await?;
+            }
+            Ok::<_, ConfigError>(new)
+        };
+        let new = match built.await {
+            Ok(new) => new,
+            Err(e) => {
+                crate::metrics::config_reload(false);
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays in force");
+                return Err(e);
+            }
+        };
+        for (key, changed) in [
+            (
+                "listen_addr",
+                new.config.listen_addr != old.config.listen_addr,
+            ),
+            ("metrics.addr", new.config.metrics != old.config.metrics),
+            (
+                "max_clients",
+                new.config.max_clients != old.config.max_clients,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "this key takes effect at the next start, not on reload"
+                );
+            }
+        }
+        let new_credentials = !Arc::ptr_eq(&new.credentials, &old.credentials);
+        if new_credentials {
+            spawn_refreshers(&new, &inner.background, &inner.stop);
+        }
+        new.declare_warm_pools();
+        inner.state.store(Arc::new(new));
+        if new_credentials {
+            old.refreshers.cancel();
+        }
+        crate::metrics::config_reload(true);
+        tracing::info!(
+            new_credentials,
+            "configuration reloaded; new sessions use it"
+        );
+        Ok(())
+    }
+
+    /// The pools in force now, for their counts.
+    pub fn pools(&self) -> Arc<Pools> {
+        self.0.state.load().pools.clone()
+    }
+
+    /// Sets how [`Reloader::reload_now`] and `watch` read the configuration (once).
+    pub fn set_loader(&self, loader: Loader) {
+        let _ = self.0.loader.set(loader);
+    }
+
+    /// Reads the configuration with the loader and reloads it.
+    pub async fn reload_now(&self) -> Result<(), ConfigError> {
+        let Some(loader) = self.0.loader.get().cloned() else {
+            return Ok(());
+        };
+        match loader() {
+            Ok(config) => self.reload(config).await,
+            Err(e) => {
+                crate::metrics::config_reload(false);
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// While the configuration in force has `watch = true`, reloads when one of its
+    /// certificate, key, CA or CRL files, or one of `also`, changes. Checks every 5 s; after
+    /// a change it waits a second more, so that a renewal writing two files lands whole.
+    pub async fn watch_forever(self, also: Vec<std::path::PathBuf>) {
+        let fingerprint =
+            |files: &[std::path::PathBuf]| -> Vec<Option<(std::time::SystemTime, u64)>> {
+                files
+                    .iter()
+                    .map(|f| {
+                        let m = std::fs::metadata(f).ok()?;
+                        Some((m.modified().ok()?, m.len()))
+                    })
+                    .collect()
+            };
+        let files = |state: &State| {
+            let mut files = state.watched_files();
+            files.extend(also.iter().cloned());
+            files
+        };
+        let mut last = fingerprint(&files(&self.0.state.load()));
+        loop {
+            tokio::select! {
+                () = self.0.stop.cancelled() => return,
+                () = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            let state = self.0.state.load_full();
+            let watched = files(&state);
+            let now = fingerprint(&watched);
+            if !state.config.watch || now == last {
+                last = now;
+                continue;
+            }
+            drop(state);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tracing::info!("watched files changed; reloading");
+            let _ = self.reload_now().await;
+            last = fingerprint(&files(&self.0.state.load()));
+        }
+    }
+}
+
+/// How often `watch = true` looks at the files.
+const WATCH_EVERY: Duration = Duration::from_secs(5);

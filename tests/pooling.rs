@@ -359,7 +359,8 @@ async fn session_state_pins_the_client_in_transaction_mode() {
     let proxy = Proxy::start_with("", ROUTES).await;
     let pins = || {
         proxy
-            .pools
+            .reloader
+            .pools()
             .all()
             .iter()
             .find(|p| p.name() == "txn/orders")

@@ -212,6 +212,12 @@ pub fn generate_dev(dir: &Path) -> Result<()> {
         write(dir, &format!("{name}.key"), issued.key_pem.as_bytes(), true)
     };
     put("server", &ca.issue(&Leaf::localhost_server("pgvalet"))?)?;
+    // The server certificate's successor, to try a renewal: copy it over server.crt/.key and
+    // send pgvalet SIGHUP.
+    put(
+        "server-renewed",
+        &ca.issue(&Leaf::localhost_server("pgvalet renewed"))?,
+    )?;
     put("postgres", &ca.issue(&Leaf::localhost_server("postgres"))?)?;
     let orders_uri = format!("{TRUST_DOMAIN}/orders");
     let orders_uris = [orders_uri.as_str()];

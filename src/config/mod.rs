@@ -2,6 +2,7 @@
 //! as a whole by [`Config::validate`] before anything listens. Every error names the file and the key.
 
 pub mod duration;
+pub mod env;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -45,6 +46,15 @@ pub struct Config {
     /// carries a peer's instance id is forwarded there.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// `text` (default) or `json`: one JSON object per line, for log collectors.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Also reload when the certificate, key, CA or CRL files (or this file) change, as a
+    /// renewing agent (step-ca, cert-manager) rewrites them. SIGHUP always reloads.
+    #[serde(default)]
+    pub watch: bool,
+    /// The metrics and health endpoint; without it pgvalet serves neither.
+    pub metrics: Option<MetricsConfig>,
     pub tls: TlsConfig,
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
@@ -52,6 +62,22 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialsConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[metrics]`: Prometheus text on `/metrics`, liveness on `/healthz`, readiness on `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. `127.0.0.1:9930`, or `0.0.0.0:9930` for a scraper in another container.
+    pub addr: SocketAddr,
 }
 
 /// PROXY protocol (v1 and v2) on the client listener.
@@ -113,7 +139,7 @@ pub enum BackendTls {
 }
 
 /// A Postgres server pgvalet connects to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub host: String,
@@ -149,7 +175,7 @@ pub enum SourceKind {
 
 /// A `[credentials.NAME]` table. Which keys apply depends on `source`; `validate` checks that
 /// the right ones are there and no others.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsConfig {
     pub source: SourceKind,
@@ -206,7 +232,7 @@ impl AuthMode {
 
 /// Who may connect (a certificate identity, from where, as which user, to which databases) and
 /// what pgvalet connects to for them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -335,11 +361,51 @@ impl Config {
 
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        Ok(Config::load_with_env(path, &[])?.0)
+    }
+
+    /// Reads the configuration as the `pgvalet` command does: the whole TOML from
+    /// `PGVALET_CONFIG_TOML` if `vars` has it, else the file at `path`; then the `PGVALET_…`
+    /// overrides in `vars`. Returns the config and the names of the overrides applied.
+    pub fn load_with_env(
+        path: &Path,
+        vars: &[(String, String)],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let whole = vars.iter().find(|(k, _)| k == env::WHOLE);
+        let (text, origin) = match whole {
+            Some((_, text)) => (text.clone(), PathBuf::from(env::WHOLE)),
+            None => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (text, path.to_owned())
+            }
+        };
+        let overrides = env::overrides(vars);
+        if overrides.is_empty() {
+            return Ok((Config::parse(&text, &origin)?, Vec::new()));
+        }
+        let parse_error = |source| ConfigError::Parse {
+            path: origin.clone(),
+            source: Box::new(source),
+        };
+        let mut doc: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        env::apply(&mut doc, &overrides).map_err(|(var, message)| ConfigError::Invalid {
+            path: origin.clone(),
+            key: var,
+            message,
         })?;
-        Config::parse(&text, path)
+        let names: Vec<String> = overrides.into_iter().map(|o| o.var).collect();
+        let config: Config =
+            toml::Value::Table(doc)
+                .try_into()
+                .map_err(|source| ConfigError::Invalid {
+                    path: origin.clone(),
+                    key: format!("(with {})", names.join(", ")),
+                    message: format!("{source}").trim().to_owned(),
+                })?;
+        Ok((config.validated(&origin)?, names))
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
@@ -348,6 +414,11 @@ impl Config {
             path: origin.to_owned(),
             source: Box::new(source),
         })?;
+        config.validated(origin)
+    }
+
+    fn validated(self, origin: &Path) -> Result<Config, ConfigError> {
+        let config = self;
         config
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {

@@ -197,3 +197,73 @@ fn empty_allow_cidrs_is_refused() {
     let err = parse(&GOOD.replace("[\"127.0.0.0/8\"]", "[]")).unwrap_err();
     assert!(err.contains("allow_cidrs"), "{err}");
 }
+
+#[test]
+fn every_top_level_key_can_be_overridden() {
+    // The example sets every top-level key; the override list must know each of them, and no
+    // other, or a PGVALET_… variable would be taken for a secret (or a secret for a key).
+    let example: toml::Table = toml::from_str(include_str!("../../config/example.toml")).unwrap();
+    let mut in_example: Vec<&str> = example.keys().map(String::as_str).collect();
+    let mut known = env::TOP_LEVEL.to_vec();
+    in_example.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(in_example, known);
+}
+
+#[test]
+fn environment_overrides_and_whole_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgvalet.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let vars = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let (c, applied) = Config::load_with_env(
+        &path,
+        &vars(&[
+            ("PGVALET_LISTEN_ADDR", "0.0.0.0:7000"),
+            ("PGVALET_ROUTES__0__MAX_SIZE", "42"),
+            ("PGVALET_METRICS__ADDR", "127.0.0.1:9931"),
+            ("PGVALET_ORDERS_PASSWORD", "not a key"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.listen_addr.to_string(), "0.0.0.0:7000");
+    assert_eq!(c.routes[0].max_size, 42);
+    assert_eq!(c.metrics.unwrap().addr.to_string(), "127.0.0.1:9931");
+    assert_eq!(
+        applied,
+        [
+            "PGVALET_LISTEN_ADDR",
+            "PGVALET_METRICS__ADDR",
+            "PGVALET_ROUTES__0__MAX_SIZE"
+        ]
+    );
+
+    // A bad value names the variable; validation still runs after overrides.
+    let err = Config::load_with_env(&path, &vars(&[("PGVALET_MAX_CLIENTS", "many")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PGVALET_MAX_CLIENTS"), "{err}");
+    let err = Config::load_with_env(&path, &vars(&[("PGVALET_ROUTES__0__MAX_SIZE", "0")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes[0].max_size"), "{err}");
+    let err = Config::load_with_env(&path, &vars(&[("PGVALET_TLS__CRT", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("crt") && err.contains("PGVALET_TLS__CRT"),
+        "{err}"
+    );
+
+    // The whole configuration from a variable; the file is not read.
+    let (c, _) = Config::load_with_env(
+        &dir.path().join("missing.toml"),
+        &vars(&[(env::WHOLE, &GOOD.replace("6432", "6999"))]),
+    )
+    .unwrap();
+    assert_eq!(c.listen_addr.port(), 6999);
+}

@@ -81,6 +81,11 @@ impl Cache {
         self.state().fetched_at.map(|at| at.elapsed())
     }
 
+    /// The cached current version, without reading the source.
+    pub fn cached(&self) -> Option<Credentials> {
+        self.state().current.clone()
+    }
+
     /// The credentials to log in with: the ones a backend last accepted during a rotation, or
     /// else the cached current version (read now if nothing is cached).
     pub async fn login(&self) -> Result<Credentials, CredentialsError> {
@@ -130,9 +135,11 @@ impl Cache {
                 location: self.location(),
             })
         });
+        crate::metrics::secret_fetch(&self.name, result.is_ok());
         match result {
             Ok(creds) => {
                 if let Some(old) = state.current.take_if(|old| *old != creds) {
+                    crate::metrics::rotation(&self.name);
                     tracing::info!(
                         credentials = %self.name, location = %self.location(), user = %creds.username,
                         "credentials changed: new backend logins use the new version"
@@ -247,6 +254,7 @@ impl Cache {
                 "rotation: the backend accepts a version other than the current one; using it until the current version changes"
             );
             state.working = Some(creds.clone());
+            crate::metrics::rotation(&self.name);
         }
     }
 

@@ -136,6 +136,11 @@ impl Store {
         self.caches.get(name)
     }
 
+    /// Every cache, by name.
+    pub fn caches(&self) -> impl Iterator<Item = (&String, &Arc<Cache>)> {
+        self.caches.iter()
+    }
+
     /// Reads every table once. A table with `require_at_start` that cannot be read stops the
     /// start; the others are logged and retried by their refresher.
     pub async fn prime(

@@ -80,7 +80,7 @@ struct Idle {
 }
 
 /// The settings a pool takes from its route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub mode: PoolMode,
     pub max_size: usize,
@@ -107,8 +107,10 @@ impl Settings {
 
 pub struct Pool {
     name: String,
+    route: String,
     settings: Settings,
-    target: Arc<Target>,
+    /// Swapped by a reload that rebuilt the backend (a renewed CA) but kept the pool.
+    target: arc_swap::ArcSwap<Target>,
     credentials: String,
     use_secret_address: bool,
     database: String,
@@ -133,6 +135,14 @@ impl Pool {
         &self.name
     }
 
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
     pub fn mode(&self) -> PoolMode {
         self.settings.mode
     }
@@ -153,6 +163,16 @@ impl Pool {
     /// A logged-in connection: an idle one (checked if it sat long), or a new one. Waits up to
     /// `borrow_timeout` for a slot, in arrival order.
     pub async fn borrow(
+        self: &Arc<Self>,
+        params: &[(String, String)],
+    ) -> Result<Pooled, PoolError> {
+        let started = Instant::now();
+        let borrowed = self.borrow_inner(params).await;
+        crate::metrics::borrow_wait(&self.route, started.elapsed());
+        borrowed
+    }
+
+    async fn borrow_inner(
         self: &Arc<Self>,
         params: &[(String, String)],
     ) -> Result<Pooled, PoolError> {
@@ -213,13 +233,16 @@ impl Pool {
 
     async fn connect(&self, params: &[(String, String)]) -> Result<Connection, BackendError> {
         let login = Login {
-            target: self.target.clone(),
+            target: self.target.load_full(),
             credentials: &self.credentials,
             use_secret_address: self.use_secret_address,
             database: &self.database,
             params,
         };
-        login_through_rotation(&self.store, login).await
+        let target = login.target.name.clone();
+        let conn = login_through_rotation(&self.store, login).await;
+        crate::metrics::backend_connect(&target, conn.is_ok());
+        conn
     }
 
     fn expired(&self, idle: &Idle) -> bool {
@@ -376,8 +399,9 @@ impl Pools {
             .or_insert_with(|| {
                 Arc::new(Pool {
                     name: format!("{}/{}", route.name, database),
+                    route: route.name.clone(),
                     settings: Settings::from_route(route),
-                    target: target.clone(),
+                    target: arc_swap::ArcSwap::new(target.clone()),
                     credentials: route.credentials.clone(),
                     use_secret_address: route.use_secret_address,
                     database: database.to_owned(),
@@ -396,15 +420,14 @@ impl Pools {
         self.pools().values().cloned().collect()
     }
 
-    /// Runs every pool's housekeeping once a second until `stop`.
-    pub async fn maintain_forever(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        loop {
-            for pool in self.all() {
-                pool.maintain().await;
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    /// Takes over the pools of `old` for which `keep(route, database)` gives the backend to
+    /// use from now on; the others stay with the sessions that hold them and close with them.
+    pub fn adopt(&self, old: &Pools, keep: impl Fn(&str, &str) -> Option<Arc<Target>>) {
+        let mut pools = self.pools();
+        for ((route, database), pool) in old.pools().iter() {
+            if let Some(target) = keep(route, database) {
+                pool.target.store(target);
+                pools.insert((route.clone(), database.clone()), pool.clone());
             }
         }
     }

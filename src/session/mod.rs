@@ -19,6 +19,7 @@ use crate::authz;
 use crate::backend::Connection;
 use crate::cancel::{self, Registry};
 use crate::error::{ClientError, FrontError};
+use crate::metrics::{ClientPhase, ClientState, Traffic};
 use crate::pool::PoolError;
 use crate::protocol::messages;
 use crate::server::{Lifecycle, State};
@@ -33,23 +34,25 @@ pub async fn serve(
     life: Lifecycle,
 ) {
     let started = Instant::now();
+    let mut client_state = ClientState::new();
     let deadline = started + state.config.handshake_timeout;
     // The client's own address: the socket's, or what a trusted load balancer says it is.
     let peer = match client_address(&mut tcp, peer, &state.config, deadline).await {
         Ok(addr) => addr,
-        Err(e) => return log_refusal(peer, None, &e),
+        Err(e) => return log_refusal(started, peer, None, &e),
     };
     let arrival = tokio::select! {
         arrival = frontdoor::accept(tcp, &state.tls, deadline) => arrival,
         () = life.drain.cancelled() => return,
     };
     match arrival {
-        Err(e) => log_refusal(peer, None, &e),
+        Err(e) => log_refusal(started, peer, None, &e),
         Ok(Arrival::Cancel(key)) => {
             let instance = cancel::instance_of(key.pid);
             if instance == state.config.instance_id {
                 let outcome = cancels.cancel(&key).await;
-                tracing::info!(%peer, pid = key.pid, ?outcome, "cancel request");
+                crate::metrics::cancel(outcome.as_str());
+                tracing::info!(%peer, pid = key.pid, outcome = outcome.as_str(), "cancel request");
             } else if let Some(to) = state
                 .config
                 .peers
@@ -57,26 +60,48 @@ pub async fn serve(
                 .find(|p| p.instance_id == instance)
             {
                 let forwarded = cancel::forward_to_peer(to.addr, &key).await;
+                crate::metrics::cancel(if forwarded.is_ok() {
+                    "to_peer"
+                } else {
+                    "to_peer_failed"
+                });
                 tracing::info!(%peer, pid = key.pid, instance, to = %to.addr, ok = forwarded.is_ok(), "cancel request forwarded to a peer");
             } else {
+                crate::metrics::cancel("unknown_instance");
                 tracing::info!(%peer, pid = key.pid, instance, "cancel request for an instance with no peer entry; ignored");
             }
         }
         Ok(Arrival::Client(client)) => {
-            session(*client, peer, state, cancels, life, deadline, started).await
+            let at = Start {
+                peer,
+                deadline,
+                started,
+            };
+            session(*client, at, state, cancels, life, &mut client_state).await
         }
     }
 }
 
+/// Where and when a client arrived.
+struct Start {
+    peer: SocketAddr,
+    deadline: Instant,
+    started: Instant,
+}
+
 async fn session(
     mut client: Client,
-    peer: SocketAddr,
+    at: Start,
     state: Arc<State>,
     cancels: Arc<Registry>,
     life: Lifecycle,
-    deadline: Instant,
-    started: Instant,
+    client_state: &mut ClientState,
 ) {
+    let Start {
+        peer,
+        deadline,
+        started,
+    } = at;
     let identity = client
         .identities
         .first()
@@ -92,7 +117,7 @@ async fn session(
         Ok(route) => route,
         Err(denied) => {
             let e = frontdoor::reject(&mut client.tls, denied).await;
-            return log_refusal(peer, Some(&identity), &e);
+            return log_refusal(started, peer, Some(&identity), &e);
         }
     };
     if route.auth.needs_password() {
@@ -116,7 +141,7 @@ async fn session(
         };
         if let Err(e) = outcome {
             let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(peer, Some(&identity), &e);
+            return log_refusal(started, peer, Some(&identity), &e);
         }
     }
     let Some(target) = state.targets.get(&route.backend).cloned() else {
@@ -135,24 +160,27 @@ async fn session(
                 limit: route.max_client_conn.unwrap_or(0),
             };
             let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(peer, Some(&identity), &e);
+            return log_refusal(started, peer, Some(&identity), &e);
         }
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
     let pool = state.pools.get(route, &target, &client.database);
+    client_state.set(ClientPhase::Waiting);
     let borrowed = tokio::time::timeout_at(deadline, pool.borrow(&client.startup.params)).await;
     let mut backend = match borrowed {
         Ok(Ok(backend)) => backend,
         Ok(Err(e)) => {
             let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(peer, Some(&identity), &e);
+            return log_refusal(started, peer, Some(&identity), &e);
         }
         Err(_) => {
             let e = frontdoor::reject(&mut client.tls, PoolError::Timeout).await;
-            return log_refusal(peer, Some(&identity), &e);
+            return log_refusal(started, peer, Some(&identity), &e);
         }
     };
+    client_state.set(ClientPhase::Active);
+    crate::metrics::handshake("ok", started.elapsed());
     let ticket = cancels.issue();
     ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
     let greeting = greeting(&client, &mut backend, &ticket);
@@ -167,6 +195,8 @@ async fn session(
         backend,
         params: &client.startup.params,
         ticket: &ticket,
+        client_state,
+        traffic: Traffic::new(&route.name),
     };
     let outcome = relay::run(relay, greeting, &life).await;
     drop(ticket);
@@ -258,7 +288,13 @@ fn greeting(client: &Client, backend: &mut Connection, ticket: &cancel::Ticket) 
     out
 }
 
-fn log_refusal(peer: SocketAddr, identity: Option<&str>, error: &dyn ClientError) {
+fn log_refusal(
+    started: Instant,
+    peer: SocketAddr,
+    identity: Option<&str>,
+    error: &dyn ClientError,
+) {
+    crate::metrics::handshake(error.kind(), started.elapsed());
     if error.kind() == "client_gone" {
         // Load balancer health checks and port scans open and close without a word.
         tracing::debug!(%peer, error = %error, "connection closed before the handshake");

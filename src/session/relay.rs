@@ -19,6 +19,7 @@ use tokio_rustls::server::TlsStream;
 use crate::cancel::Ticket;
 use crate::config::PoolMode;
 use crate::error::ClientError;
+use crate::metrics::{ClientPhase, ClientState, Traffic};
 use crate::pool::{Pool, Pooled};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
@@ -54,6 +55,8 @@ pub struct Relay<'a> {
     /// The client's startup parameters, for connections made for it later.
     pub params: &'a [(String, String)],
     pub ticket: &'a Ticket,
+    pub client_state: &'a mut ClientState,
+    pub traffic: Traffic,
 }
 
 struct State<'a> {
@@ -62,6 +65,8 @@ struct State<'a> {
     backend: Option<Pooled>,
     params: &'a [(String, String)],
     ticket: &'a Ticket,
+    client_state: &'a mut ClientState,
+    traffic: Traffic,
     from_client: BytesMut,
     from_backend: BytesMut,
     client_scan: Scanner,
@@ -85,6 +90,8 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         backend: Some(relay.backend),
         params: relay.params,
         ticket: relay.ticket,
+        client_state: relay.client_state,
+        traffic: relay.traffic,
         from_client: BytesMut::with_capacity(8 * 1024),
         from_backend: BytesMut::with_capacity(8 * 1024),
         client_scan: Scanner::default(),
@@ -103,11 +110,15 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         state.ticket.serve(None);
         backend.release(clean).await;
     }
-    Outcome {
+    let outcome = Outcome {
         from_client: state.sent_by_client,
         to_client: state.sent_to_client,
         reason,
-    }
+    };
+    state
+        .traffic
+        .bytes(state.sent_by_client, state.sent_to_client);
+    outcome
 }
 
 impl State<'_> {
@@ -132,6 +143,7 @@ impl State<'_> {
                 if (client_bytes, backend_bytes) == (self.sent_by_client, self.sent_to_client) {
                     break;
                 }
+                self.traffic.bytes(self.sent_by_client, self.sent_to_client);
             }
             // Stopping: a client with nothing under way is told, as Postgres tells it, and let go.
             if self.draining && self.idle_for_drain() {
@@ -315,6 +327,7 @@ impl State<'_> {
                 Item::Pass(n) => end += n,
                 Item::Whole { tag: b'Z', len } => {
                     backend.status = self.from_backend.get(end + 5).copied().unwrap_or(b'I');
+                    self.traffic.ready(backend.status);
                     self.in_flight.ready();
                     self.expected.ready();
                     end += len;
@@ -375,6 +388,7 @@ impl State<'_> {
         }
         if let Some(backend) = self.backend.take_if(|b| b.status == b'I') {
             self.ticket.serve(None);
+            self.client_state.set(ClientPhase::Idle);
             backend.release(true).await;
         }
     }
@@ -384,8 +398,10 @@ impl State<'_> {
         if self.backend.is_some() {
             return Ok(());
         }
+        self.client_state.set(ClientPhase::Waiting);
         match self.pool.borrow(self.params).await {
             Ok(backend) => {
+                self.client_state.set(ClientPhase::Active);
                 self.ticket
                     .serve(backend.key.map(|key| (backend.target.clone(), key)));
                 self.backend = Some(backend);
@@ -440,6 +456,7 @@ fn pin(pinned: &mut Option<PinReason>, pool: &Pool, backend: &mut Pooled, reason
     if pinned.is_none() {
         *pinned = Some(reason);
         pool.count_pin();
+        crate::metrics::pin(pool.route(), reason.as_str());
         tracing::info!(
             pool = %pool.name(), %reason,
             "session pinned to its backend connection until it ends: it made state that cannot move"

@@ -32,10 +32,26 @@ fn file_error(key: &str, path: &Path, message: impl ToString) -> ConfigError {
     }
 }
 
+/// The PEM text a path names: a file, or with `env:NAME` the environment variable `NAME`
+/// (for containers that are handed their certificates as variables).
+pub fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    match path.to_str().and_then(|p| p.strip_prefix("env:")) {
+        Some(name) => std::env::var(name).map(String::into_bytes).map_err(|_| {
+            file_error(
+                key,
+                path,
+                format!("the environment variable {name} is not set or not UTF-8"),
+            )
+        }),
+        None => std::fs::read(path).map_err(|e| file_error(key, path, e)),
+    }
+}
+
 /// Reads every certificate in a PEM file; an empty file is an error.
 pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+    let pem = read_pem(key, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(key, path, e))?;
     if certs.is_empty() {
         return Err(file_error(key, path, "holds no PEM certificate"));
@@ -45,13 +61,30 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 
 /// Reads the first private key in a PEM file.
 pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(key, path, e))
+    let pem = read_pem(key, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_error(key, path, e))
 }
 
 fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
-    CertificateRevocationListDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+    let pem = read_pem("tls.crls", path)?;
+    CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error("tls.crls", path, e))
+}
+
+/// When the first certificate of a PEM file expires, in seconds since the Unix epoch.
+pub fn not_after(key: &str, path: &Path) -> Result<i64, ConfigError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let certs = load_certs(key, path)?;
+    let (_, cert) = X509Certificate::from_der(&certs[0]).map_err(|e| file_error(key, path, e))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A root store from a PEM bundle, refusing certificates that are not usable as trust anchors.

@@ -12,8 +12,8 @@ use super::{cluster, pki};
 pub struct Proxy {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    /// The pools, to check their counts.
-    pub pools: std::sync::Arc<pgvalet::pool::Pools>,
+    /// Reloads the configuration; also gives the pools in force, to check their counts.
+    pub reloader: pgvalet::server::Reloader,
     pub cancels: std::sync::Arc<pgvalet::cancel::Registry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -158,14 +158,14 @@ impl Proxy {
         let server = pgvalet::server::Server::start(config)
             .await
             .expect("pgvalet failed to start");
-        let (pools, cancels) = (server.pools(), server.cancels());
+        let (reloader, cancels) = (server.reloader(), server.cancels());
         let task = tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
             dir,
-            pools,
+            reloader,
             cancels,
             stop: Some(stop),
             task: Some(task),
@@ -179,7 +179,8 @@ impl Proxy {
     /// The counts of the pool of `route` for `database` (zero if it was never used).
     pub fn pool_stats(&self, route: &str, database: &str) -> pgvalet::pool::Stats {
         let name = format!("{route}/{database}");
-        self.pools
+        self.reloader
+            .pools()
             .all()
             .iter()
             .find(|p| p.name() == name)
