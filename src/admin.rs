@@ -270,7 +270,14 @@ async fn respond(
 
 /// `pgvalet health`: asks `/readyz` at `addr`. `Ok` with the body when ready, `Err` with the
 /// reason otherwise.
-pub async fn ask_ready(addr: SocketAddr) -> Result<String, String> {
+pub async fn ask_ready(mut addr: SocketAddr) -> Result<String, String> {
+    // Listening on every address (a container's 0.0.0.0:9930): ask over loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
     let ask = async {
         let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: pgvalet\r\nConnection: close\r\n\r\n")
