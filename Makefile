@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 SHELL := /bin/bash
-CERTS := certs-dev/ca.crt
+CERTS := certs-dev/server-renewed.crt
 
 VENV := .venv
 MOTO := $(VENV)/bin/moto_server

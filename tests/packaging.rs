@@ -29,7 +29,11 @@ fn compose() -> Value {
         .arg(repo("docker-compose.yml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -133,7 +137,10 @@ fn compose_matches_make_run_aws_and_the_config_keys() {
     let metrics = config.metrics.as_ref().unwrap().addr;
     let published = ports(pgvalet);
     assert!(published.contains(&(run_aws.listen_addr.port(), config.listen_addr.port())));
-    assert!(published.contains(&(run_aws.metrics.as_ref().unwrap().addr.port(), metrics.port())));
+    assert!(published.contains(&(
+        run_aws.metrics.as_ref().unwrap().addr.port(),
+        metrics.port()
+    )));
     assert!(config.listen_addr.ip().is_unspecified() && metrics.ip().is_unspecified());
 
     // The backend is the postgres service, on its container port; make run-aws's backend port
@@ -149,10 +156,7 @@ fn compose_matches_make_run_aws_and_the_config_keys() {
     // host port is make run-aws's endpoint's.
     for (name, creds) in &config.credentials {
         let url = creds.endpoint_url.as_deref().unwrap();
-        let (host, port) = url
-            .trim_start_matches("http://")
-            .split_once(':')
-            .unwrap();
+        let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
         assert!(services.contains_key(host), "credentials.{name}: {url}");
         let run_aws_port: u16 = run_aws.credentials[name]
             .endpoint_url
@@ -163,7 +167,10 @@ fn compose_matches_make_run_aws_and_the_config_keys() {
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(ports(&services[host]), [(run_aws_port, port.parse().unwrap())]);
+        assert_eq!(
+            ports(&services[host]),
+            [(run_aws_port, port.parse().unwrap())]
+        );
         assert!(env_of(&services["seed"]).contains(&("PGVALET_DEV_SM".into(), url.into())));
     }
 
@@ -193,7 +200,12 @@ fn compose_matches_make_run_aws_and_the_config_keys() {
 fn ecs_task_definition_is_a_working_sidecar() {
     let text = std::fs::read_to_string(repo("deploy/ecs/task-definition.json")).unwrap();
     let task: Value = serde_json::from_str(&text).unwrap();
-    assert!(task["taskRoleArn"].as_str().unwrap().starts_with("arn:aws:iam::"));
+    assert!(
+        task["taskRoleArn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:iam::")
+    );
     let containers = task["containerDefinitions"].as_array().unwrap();
     let pgvalet = containers.iter().find(|c| c["name"] == "pgvalet").unwrap();
     let app = containers.iter().find(|c| c["name"] != "pgvalet").unwrap();
@@ -203,7 +215,10 @@ fn ecs_task_definition_is_a_working_sidecar() {
             .iter()
             .map(|e| {
                 let value = e.get("value").or(e.get("valueFrom")).unwrap();
-                (e["name"].as_str().unwrap().to_owned(), value.as_str().unwrap().to_owned())
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    value.as_str().unwrap().to_owned(),
+                )
             })
             .collect()
     };
@@ -211,7 +226,11 @@ fn ecs_task_definition_is_a_working_sidecar() {
     let secrets = pairs(&pgvalet["secrets"]);
 
     // The configuration comes whole from the environment and loads with the overrides.
-    assert!(environment.iter().any(|(k, _)| k == pgvalet::config::env::WHOLE));
+    assert!(
+        environment
+            .iter()
+            .any(|(k, _)| k == pgvalet::config::env::WHOLE)
+    );
     let (config, overridden) =
         Config::load_with_env(Path::new("/nonexistent/pgvalet.toml"), &environment).unwrap();
     assert_eq!(overridden, ["PGVALET_INSTANCE_ID"]);
@@ -228,7 +247,12 @@ fn ecs_task_definition_is_a_working_sidecar() {
         );
     }
     // Database credentials come from Secrets Manager with the task role, never the task.
-    assert!(config.credentials.values().all(|c| c.source == pgvalet::config::SourceKind::Aws));
+    assert!(
+        config
+            .credentials
+            .values()
+            .all(|c| c.source == pgvalet::config::SourceKind::Aws)
+    );
     assert!(!text.contains("password"));
 
     // Health check, user and ports match the image; metrics are published, clients are not.
@@ -240,7 +264,10 @@ fn ecs_task_definition_is_a_working_sidecar() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(health[0], "CMD");
-    assert_eq!(health[1..], image.health.iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        health[1..],
+        image.health.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
     assert_eq!(pgvalet["user"], "65532");
     let mapped: Vec<u64> = pgvalet["portMappings"]
         .as_array()
@@ -248,8 +275,14 @@ fn ecs_task_definition_is_a_working_sidecar() {
         .iter()
         .map(|m| m["containerPort"].as_u64().unwrap())
         .collect();
-    assert_eq!(mapped, [u64::from(config.metrics.as_ref().unwrap().addr.port())]);
-    assert!(config.listen_addr.ip().is_loopback(), "a sidecar listens on loopback");
+    assert_eq!(
+        mapped,
+        [u64::from(config.metrics.as_ref().unwrap().addr.port())]
+    );
+    assert!(
+        config.listen_addr.ip().is_loopback(),
+        "a sidecar listens on loopback"
+    );
     assert!(pgvalet["stopTimeout"].as_u64().unwrap() > config.shutdown_timeout.as_secs());
 
     // The application reaches pgvalet on the task's loopback, verifies it, and waits for it.
