@@ -241,6 +241,25 @@ fn own_cert_config(dir: &Path, top: &str, admin: u16) -> String {
     )
 }
 
+/// psql reading SQL from its stdin, connected through pgvalet as `orders`.
+fn open_psql(port: u16) -> tokio::process::Child {
+    let p = |f: &str| pki().join(f).display().to_string();
+    let conn = format!(
+        "host=127.0.0.1 port={port} dbname=orders user=orders sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+        p("ca.crt"),
+        p("orders.crt"),
+        p("orders.key"),
+    );
+    tokio::process::Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", &conn])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 async fn wait_for_log(proxy: &ProxyProcess, text: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while proxy.logs().matches(text).count() < count {
@@ -275,9 +294,34 @@ async fn sighup_renews_the_server_certificate_while_a_session_runs() {
         .await
         .unwrap();
 
+    // And an interactive psql, as a person would have open.
+    let mut interactive = open_psql(proxy.port);
+    let stdin = interactive.stdin.as_mut().unwrap();
+    stdin.write_all(b"select 'before' as at;\n").await.unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        interactive.stdout.take().unwrap(),
+    ));
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("before"),
+        "psql is connected"
+    );
+
     copy_server_cert("server-renewed", &cert_dir);
     proxy.signal("HUP");
     wait_for_log(&proxy, "configuration reloaded", 1).await;
+    let stdin = interactive.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"select 'after' as at;\n\\q\n")
+        .await
+        .unwrap();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("after"));
+    let out = interactive.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         served_cert(proxy.port).await,
         pem_der(&pki().join("server-renewed.crt")),
