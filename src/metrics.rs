@@ -152,9 +152,9 @@ pub fn pin(route: &str, reason: &'static str) {
     counter!(PINS, "route" => route.to_owned(), "reason" => reason).increment(1);
 }
 
-pub fn borrow_wait(route: &str, took: Duration) {
+/// A pool's borrow-wait histogram, looked up once per pool.
+pub fn borrow_wait(route: &str) -> metrics::Histogram {
     metrics::histogram!(POOL_BORROW_SECONDS, "route" => route.to_owned())
-        .record(took.as_secs_f64());
 }
 
 /// A client connection's place in [`CLIENT_CONNECTIONS`]: it counts in one state at a time,
@@ -172,14 +172,15 @@ pub enum ClientPhase {
 }
 
 impl ClientPhase {
-    fn gauge(self) -> Gauge {
-        let state = match self {
-            ClientPhase::Handshake => "handshake",
-            ClientPhase::Waiting => "waiting",
-            ClientPhase::Active => "active",
-            ClientPhase::Idle => "idle",
-        };
-        metrics::gauge!(CLIENT_CONNECTIONS, "state" => state)
+    /// The phase's gauge, looked up once: in transaction mode a client changes phase three
+    /// times per transaction. (Sessions start after [`install`], so the handles are live.)
+    fn gauge(self) -> &'static Gauge {
+        static GAUGES: OnceLock<[Gauge; 4]> = OnceLock::new();
+        let gauges = GAUGES.get_or_init(|| {
+            ["handshake", "waiting", "active", "idle"]
+                .map(|state| metrics::gauge!(CLIENT_CONNECTIONS, "state" => state))
+        });
+        &gauges[self as usize]
     }
 }
 

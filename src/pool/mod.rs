@@ -119,6 +119,7 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     waiting: AtomicUsize,
     pins: AtomicUsize,
+    borrow_wait: metrics::Histogram,
 }
 
 impl Pool {
@@ -168,7 +169,7 @@ impl Pool {
     ) -> Result<Pooled, PoolError> {
         let started = Instant::now();
         let borrowed = self.borrow_inner(params).await;
-        crate::metrics::borrow_wait(&self.route, started.elapsed());
+        self.borrow_wait.record(started.elapsed().as_secs_f64());
         borrowed
     }
 
@@ -410,6 +411,7 @@ impl Pools {
                     idle: Mutex::new(Vec::new()),
                     waiting: AtomicUsize::new(0),
                     pins: AtomicUsize::new(0),
+                    borrow_wait: crate::metrics::borrow_wait(&route.name),
                 })
             })
             .clone()
