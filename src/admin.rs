@@ -23,6 +23,8 @@ use crate::server::State;
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 const MAX_REQUEST_HEAD: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests answered at once; a connection beyond them is closed at accept.
+const MAX_REQUESTS: usize = 32;
 
 /// What `/readyz` knows beyond the configuration: whether the client listener is serving, and
 /// the last reachability check of each backend.
@@ -181,6 +183,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let state = Arc::new(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS));
     loop {
         let (tcp, _) = tokio::select! {
             () = stop.cancelled() => return,
@@ -193,9 +196,13 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let (state, health) = (state.clone(), health.clone());
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(tcp, &*state, &health)).await;
+            drop(slot);
         });
     }
 }
