@@ -187,14 +187,7 @@ pub async fn serve(
     loop {
         let (tcp, _) = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::net::accept(&listener, "metrics") => accepted,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;

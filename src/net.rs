@@ -19,3 +19,20 @@ pub async fn peek_now(tcp: &TcpStream) -> Option<io::Result<usize>> {
     })
     .await
 }
+
+/// The next connection on `listener`. An accept that fails (out of file descriptors and the
+/// like) is logged and retried after a pause rather than in a spin; `what` names the listener.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &'static str,
+) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

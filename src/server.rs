@@ -273,15 +273,7 @@ impl Server {
         loop {
             let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = crate::net::accept(&listener, "clients") => accepted,
             };
             let snapshot = inner.state.load_full();
             // Behind a load balancer sending PROXY headers the socket's address is the

@@ -228,6 +228,23 @@ fn copy_server_cert(from: &str, to: &Path) {
     std::fs::copy(pki().join(format!("{from}.key")), to.join("server.key")).unwrap();
 }
 
+/// pgvalet as a process with a copy of the dev server certificate it can be made to reload,
+/// and a metrics endpoint; checks that it serves the copy. Returns the copy's directory and
+/// the metrics port.
+async fn start_with_own_cert(top: &str) -> (ProxyProcess, std::path::PathBuf, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_server_cert("server", dir.path());
+    let admin = common::postgres::free_port();
+    let text = own_cert_config(dir.path(), top, admin);
+    let cert_dir = dir.path().to_owned();
+    let proxy = ProxyProcess::start(&text, dir).expect("pgvalet starts");
+    assert_eq!(
+        served_cert(proxy.port).await,
+        pem_der(&pki().join("server.crt"))
+    );
+    (proxy, cert_dir, admin)
+}
+
 fn own_cert_config(dir: &Path, top: &str, admin: u16) -> String {
     let text = with_metrics(&common::proxy::config_text(dir, top, ""), admin);
     let p = |f: &str| pki().join(f).display().to_string();
@@ -274,16 +291,7 @@ async fn wait_for_log(proxy: &ProxyProcess, text: &str, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_renews_the_server_certificate_while_a_session_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_server_cert("server", dir.path());
-    let admin = common::postgres::free_port();
-    let text = own_cert_config(dir.path(), "", admin);
-    let cert_dir = dir.path().to_owned();
-    let proxy = ProxyProcess::start(&text, dir).expect("pgvalet starts");
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server.crt"))
-    );
+    let (proxy, cert_dir, admin) = start_with_own_cert("").await;
 
     // An open session, mid-transaction, across the reload.
     let client = common::clients::pg_connect(proxy.port, "orders", "orders", "orders")
@@ -387,16 +395,7 @@ async fn sighup_renews_the_server_certificate_while_a_session_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_reloads_when_the_certificate_files_change() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_server_cert("server", dir.path());
-    let admin = common::postgres::free_port();
-    let text = own_cert_config(dir.path(), "watch = true", admin);
-    let cert_dir = dir.path().to_owned();
-    let proxy = ProxyProcess::start(&text, dir).expect("pgvalet starts");
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server.crt"))
-    );
+    let (proxy, cert_dir, _) = start_with_own_cert("watch = true").await;
     copy_server_cert("server-renewed", &cert_dir);
     wait_for_log(&proxy, "configuration reloaded", 1).await;
     assert_eq!(
