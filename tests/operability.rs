@@ -206,6 +206,12 @@ async fn readyz_names_an_unreachable_backend_and_health_exits_1() {
     assert!(!ok && out.contains(&admin.to_string()), "{out}");
 }
 
+/// psql with the orders certificate gets a session as the route's backend user.
+async fn assert_psql_logs_in_as_orders_svc(port: u16) {
+    let ok = psql(port, "orders", "orders", "orders", "select current_user").await;
+    assert_eq!(ok.stdout, "orders_svc", "{}", ok.stderr);
+}
+
 /// The certificate a TLS handshake with pgvalet shows now.
 async fn served_cert(port: u16) -> Vec<u8> {
     let raw = Raw::connect(port)
@@ -348,15 +354,7 @@ async fn sighup_renews_the_server_certificate_while_a_session_runs() {
         "the open session kept its transaction"
     );
     client.batch_execute("commit").await.unwrap();
-    let ok = psql(
-        proxy.port,
-        "orders",
-        "orders",
-        "orders",
-        "select current_user",
-    )
-    .await;
-    assert_eq!(ok.stdout, "orders_svc", "{}", ok.stderr);
+    assert_psql_logs_in_as_orders_svc(proxy.port).await;
 
     // A broken renewal (a key that does not fit) is refused and the running certificate stays.
     std::fs::copy(pki().join("server.key"), cert_dir.join("server.key")).unwrap();
@@ -427,15 +425,7 @@ async fn configuration_from_the_environment_with_json_logs() {
         ],
     )
     .expect("pgvalet starts");
-    let ok = psql(
-        proxy.port,
-        "orders",
-        "orders",
-        "orders",
-        "select current_user",
-    )
-    .await;
-    assert_eq!(ok.stdout, "orders_svc", "{}", ok.stderr);
+    assert_psql_logs_in_as_orders_svc(proxy.port).await;
     assert_eq!(get(admin, "/healthz").await.0, 200);
     let logs = proxy.logs();
     let lines: Vec<&str> = logs.lines().filter(|l| !l.is_empty()).collect();
