@@ -1,0 +1,205 @@
+//! [`Config::validate`]: what the types cannot check — references between tables, required
+//! companions, ambiguity. Every refusal is `(key, message)`.
+
+use std::collections::HashSet;
+
+use super::{BackendTls, Config, CredentialsConfig, ProxyProtocol, SourceKind};
+use crate::authz::Identity;
+
+impl Config {
+    /// Checks what the types cannot: references between tables, required companions, ambiguity.
+    /// The error is `(key, message)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: String, message: String| Err((key, message));
+        if self.handshake_timeout.is_zero() {
+            return fail("handshake_timeout".into(), "must be longer than 0".into());
+        }
+        if self.max_clients == 0 {
+            return fail("max_clients".into(), "must be at least 1".into());
+        }
+        if self.allow_cidrs.is_empty() {
+            return fail(
+                "allow_cidrs".into(),
+                "is empty, so no client could connect; list the networks clients come from".into(),
+            );
+        }
+        if self.proxy_protocol != ProxyProtocol::Off && self.proxy_protocol_trusted.is_empty() {
+            return fail(
+                "proxy_protocol_trusted".into(),
+                "is empty: with proxy_protocol on, name the load balancers' networks, or anyone could claim any address".into(),
+            );
+        }
+        let mut seen = HashSet::from([self.instance_id]);
+        for (i, peer) in self.peers.iter().enumerate() {
+            if !seen.insert(peer.instance_id) {
+                return fail(
+                    format!("peers[{i}].instance_id"),
+                    format!("{} is this instance's or another peer's", peer.instance_id),
+                );
+            }
+        }
+        for (name, backend) in &self.backends {
+            let key = |field: &str| format!("backends.{name}.{field}");
+            if backend.host.is_empty() {
+                return fail(key("host"), "is empty".into());
+            }
+            if backend.port == 0 {
+                return fail(key("port"), "must be 1-65535".into());
+            }
+            let verifies = matches!(backend.tls, BackendTls::VerifyCa | BackendTls::VerifyFull);
+            if verifies && backend.ca.is_none() {
+                return fail(
+                    key("ca"),
+                    format!(
+                        "is required with tls = \"{}\": name the PEM bundle that signs the backend's certificate",
+                        if backend.tls == BackendTls::VerifyCa {
+                            "verify-ca"
+                        } else {
+                            "verify-full"
+                        }
+                    ),
+                );
+            }
+        }
+        for (name, credentials) in &self.credentials {
+            credentials
+                .validate()
+                .map_err(|(field, message)| (format!("credentials.{name}.{field}"), message))?;
+        }
+        let mut names = HashSet::new();
+        let mut claims: HashSet<(Option<&Identity>, &str)> = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if route.name.is_empty() {
+                return fail(key("name"), "is empty".into());
+            }
+            if !names.insert(route.name.as_str()) {
+                return fail(key("name"), format!("\"{}\" names two routes", route.name));
+            }
+            if !self.backends.contains_key(&route.backend) {
+                return fail(
+                    key("backend"),
+                    format!("\"{}\" is not a [backends.…] table", route.backend),
+                );
+            }
+            if !self.credentials.contains_key(&route.credentials) {
+                return fail(
+                    key("credentials"),
+                    format!("\"{}\" is not a [credentials.…] table", route.credentials),
+                );
+            }
+            if route.databases.is_empty() {
+                return fail(
+                    key("databases"),
+                    "is empty, so the route allows nothing; list databases or write [\"*\"]".into(),
+                );
+            }
+            if route.max_size == 0 {
+                return fail(key("max_size"), "must be at least 1".into());
+            }
+            if route.min_idle > route.max_size {
+                return fail(
+                    key("min_idle"),
+                    format!("is larger than max_size ({})", route.max_size),
+                );
+            }
+            if route.borrow_timeout.is_zero() {
+                return fail(key("borrow_timeout"), "must be longer than 0".into());
+            }
+            if route.max_client_conn == Some(0) {
+                return fail(
+                    key("max_client_conn"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                );
+            }
+            if route.users.as_ref().is_some_and(Vec::is_empty) {
+                return fail(key("users"), "is empty, so the route allows nothing".into());
+            }
+            match (&route.identity, route.auth.needs_cert()) {
+                (None, true) => {
+                    return fail(
+                        key("identity"),
+                        format!("is required with auth = \"{}\"", route.auth.as_str()),
+                    );
+                }
+                (Some(_), false) => {
+                    return fail(
+                        key("identity"),
+                        "does not apply to auth = \"password\"; write auth = \"cert+password\" to require both".into(),
+                    );
+                }
+                _ => {}
+            }
+            // A password route takes its user names for every client, certificate or not, so
+            // no other route may claim them.
+            for user in route.users() {
+                let clash = if route.identity.is_none() {
+                    claims.iter().any(|(_, u)| *u == user)
+                } else {
+                    claims.contains(&(None, user))
+                        || claims.contains(&(route.identity.as_ref(), user))
+                };
+                if clash || !claims.insert((route.identity.as_ref(), user)) {
+                    let who = route
+                        .identity
+                        .as_ref()
+                        .map_or("any client".to_owned(), |id| format!("identity {id}"));
+                    return fail(
+                        key("users"),
+                        format!("{who} as user \"{user}\" is already claimed by an earlier route"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CredentialsConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let (kind, required, present): (&str, &[&str], Vec<(&str, bool)>) = (
+            match self.source {
+                SourceKind::File => "file",
+                SourceKind::Env => "env",
+                SourceKind::Aws => "aws",
+            },
+            match self.source {
+                SourceKind::File => &["path"],
+                SourceKind::Env => &["username_env", "password_env"],
+                SourceKind::Aws => &["secret_id"],
+            },
+            vec![
+                ("path", self.path.is_some()),
+                ("username_env", self.username_env.is_some()),
+                ("password_env", self.password_env.is_some()),
+                ("secret_id", self.secret_id.is_some()),
+                ("region", self.region.is_some()),
+                ("endpoint_url", self.endpoint_url.is_some()),
+            ],
+        );
+        let allowed: &[&str] = match self.source {
+            SourceKind::Aws => &["secret_id", "region", "endpoint_url"],
+            _ => required,
+        };
+        for (field, set) in &present {
+            if required.contains(field) && !set {
+                return Err((
+                    (*field).into(),
+                    format!("is required with source = \"{kind}\""),
+                ));
+            }
+        }
+        for (field, set) in present {
+            if set && !allowed.contains(&field) {
+                return Err((
+                    field.into(),
+                    format!("does not apply to source = \"{kind}\""),
+                ));
+            }
+        }
+        if self.refresh_interval.is_zero() {
+            return Err(("refresh_interval".into(), "must be longer than 0".into()));
+        }
+        Ok(())
+    }
+}
