@@ -227,7 +227,8 @@ async fn answer(
     }
 }
 
-/// Reads a request head and returns the path of a GET (or HEAD), without its query string.
+/// Reads a request head and returns the path of a GET, without its query string; anything
+/// else is answered 400.
 async fn read_request(tcp: &mut TcpStream) -> std::io::Result<Option<String>> {
     let mut head = Vec::with_capacity(512);
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -244,7 +245,7 @@ async fn read_request(tcp: &mut TcpStream) -> std::io::Result<Option<String>> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = std::str::from_utf8(line).unwrap_or_default().split(' ');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("GET" | "HEAD"), Some(target), Some(version)) if version.starts_with("HTTP/1.") => {
+        (Some("GET"), Some(target), Some(version)) if version.starts_with("HTTP/1.") => {
             Ok(Some(
                 target.split('?').next().unwrap_or_default().to_owned(),
             ))
