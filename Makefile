@@ -5,7 +5,8 @@ SHELL := /bin/bash
 CERTS := certs-dev/server-renewed.crt
 
 VENV := .venv
-MOTO := $(VENV)/bin/moto_server
+# Made once the packages in tests/requirements.txt are installed, and again when it changes.
+VENV_READY := $(VENV)/.installed
 
 .PHONY: run run-aws test deps venv build certs check clean-dev
 
@@ -28,12 +29,14 @@ test: deps venv certs
 deps:
 	@scripts/install-deps.sh
 
-## The Python venv with the local Secrets Manager (moto server) the tests and run-aws use.
-venv: $(MOTO)
+## The Python venv: the local Secrets Manager (moto server) the tests and run-aws use, and the
+## Python drivers (psycopg, asyncpg) the driver tests run.
+venv: $(VENV_READY)
 
-$(MOTO):
+$(VENV_READY): tests/requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check 'moto[server]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
 
 build:
 	$(CARGO) build

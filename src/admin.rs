@@ -245,11 +245,9 @@ async fn read_request(tcp: &mut TcpStream) -> std::io::Result<Option<String>> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = std::str::from_utf8(line).unwrap_or_default().split(' ');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("GET"), Some(target), Some(version)) if version.starts_with("HTTP/1.") => {
-            Ok(Some(
-                target.split('?').next().unwrap_or_default().to_owned(),
-            ))
-        }
+        (Some("GET"), Some(target), Some(version)) if version.starts_with("HTTP/1.") => Ok(Some(
+            target.split('?').next().unwrap_or_default().to_owned(),
+        )),
         _ => Ok(None),
     }
 }

@@ -2,6 +2,11 @@
 //! whose SQL creates such state is pinned to its backend connection for the rest of its session,
 //! so it never sees another connection without it: no silent wrong results.
 //!
+//! Statements that put session state back to its defaults (`RESET`, `DISCARD`, `DEALLOCATE`,
+//! as drivers' pools send when a connection is given back: asyncpg's `RESET ALL`) make nothing
+//! that must stay; they only make pgvalet's record of the connection's settings and statements
+//! stale, so the connection is reset before its next client instead.
+//!
 //! The check reads SQL as a lexer would (comments, string literals, dollar quotes and quoted
 //! identifiers skipped), one statement at a time.
 
@@ -10,7 +15,7 @@ use std::fmt;
 /// Why a client was pinned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PinReason {
-    /// A session-level `SET` (not `SET LOCAL`, not `SET TRANSACTION`), `RESET`, or
+    /// A session-level `SET` (not `SET LOCAL`, not `SET TRANSACTION`), or
     /// `set_config(…, false)`.
     Set,
     Listen,
@@ -43,11 +48,33 @@ impl fmt::Display for PinReason {
     }
 }
 
-/// The first reason in `sql` (one or more statements) to pin its session, if any.
-pub fn reason(sql: &str) -> Option<PinReason> {
-    statements(sql)
-        .iter()
-        .find_map(|tokens| statement_reason(tokens))
+/// What SQL does to the session that runs it, as transaction pooling must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// It makes state that cannot move: the session keeps its backend connection.
+    Pin(PinReason),
+    /// It puts settings or statements back to their defaults: the connection must be reset
+    /// before another client uses it.
+    Reset,
+}
+
+/// What `sql` (one or more statements) does: the first reason to pin, else whether it resets.
+pub fn effect(sql: &str) -> Option<Effect> {
+    let statements = statements(sql);
+    if let Some(reason) = statements.iter().find_map(|t| statement_reason(t)) {
+        return Some(Effect::Pin(reason));
+    }
+    let resets = |tokens: &Vec<Token>| matches!(tokens.first(), Some(Token::Word(w)) if matches!(w.as_str(), "RESET" | "DISCARD" | "DEALLOCATE"));
+    statements.iter().any(resets).then_some(Effect::Reset)
+}
+
+/// The first reason in `sql` to pin its session, if any.
+#[cfg(test)]
+fn reason(sql: &str) -> Option<PinReason> {
+    match effect(sql) {
+        Some(Effect::Pin(reason)) => Some(reason),
+        _ => None,
+    }
 }
 
 const SESSION_ADVISORY_LOCKS: &[&str] = &[
@@ -67,7 +94,6 @@ fn statement_reason(tokens: &[Token]) -> Option<PinReason> {
             "LOCAL" | "TRANSACTION" | "CONSTRAINTS" => {}
             _ => return Some(PinReason::Set),
         },
-        "RESET" => return Some(PinReason::Set),
         "LISTEN" => return Some(PinReason::Listen),
         "PREPARE" if word(1) != "TRANSACTION" => return Some(PinReason::Prepare),
         "LOAD" => return Some(PinReason::Load),
@@ -300,7 +326,6 @@ mod tests {
                 "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
                 Some(PinReason::Set),
             ),
-            ("RESET ALL", Some(PinReason::Set)),
             ("listen jobs", Some(PinReason::Listen)),
             ("CREATE TEMP TABLE t (x int)", Some(PinReason::TempObject)),
             (
@@ -353,7 +378,25 @@ mod tests {
             "PREPARE TRANSACTION 'x'",
             "",
         ] {
-            assert_eq!(reason(sql), None, "{sql}");
+            assert_eq!(effect(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn putting_state_back_resets_without_pinning() {
+        // asyncpg's reset when a pool takes a connection back.
+        let asyncpg = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nDO $$ BEGIN PERFORM * FROM pg_listening_channels() LIMIT 1; IF FOUND THEN UNLISTEN *; END IF; END; $$;\nRESET ALL;";
+        for sql in [
+            asyncpg,
+            "reset search_path",
+            "DISCARD ALL",
+            "deallocate all",
+        ] {
+            assert_eq!(effect(sql), Some(Effect::Reset), "{sql}");
+        }
+        assert_eq!(
+            effect("reset all; set search_path = x"),
+            Some(Effect::Pin(PinReason::Set))
+        );
     }
 }

@@ -24,7 +24,7 @@ use crate::pool::{Pool, Pooled};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
 use crate::session::in_flight::InFlight;
-use crate::session::pinning::{self, PinReason};
+use crate::session::pinning::{self, Effect, PinReason};
 use crate::session::statements::{self, Expect, Expected, Statements};
 use std::sync::Arc;
 
@@ -258,9 +258,8 @@ impl State<'_> {
                     self.expected.push(Expect::Ready);
                     let message = &self.from_client[used..used + len];
                     let sql = message[5..].split(|&b| b == 0).next().unwrap_or_default();
-                    if let Some(reason) = std::str::from_utf8(sql).ok().and_then(pinning::reason) {
-                        pin(&mut self.pinned, &self.pool, backend, reason);
-                    }
+                    let effect = std::str::from_utf8(sql).ok().and_then(pinning::effect);
+                    apply(effect, &mut self.pinned, &self.pool, backend);
                     out.extend_from_slice(message);
                     used += len;
                 }
@@ -269,9 +268,9 @@ impl State<'_> {
                     let message = &self.from_client[used..used + len];
                     if tag == b'P'
                         && let Some(name_end) = message[5..].iter().position(|&b| b == 0)
-                        && let Some(reason) = statements::parse_pins(&message[5 + name_end + 1..])
                     {
-                        pin(&mut self.pinned, &self.pool, backend, reason);
+                        let effect = statements::parse_effect(&message[5 + name_end + 1..]);
+                        apply(effect, &mut self.pinned, &self.pool, backend);
                     }
                     self.statements
                         .rewrite(message, &mut backend.prepared, &mut self.expected, &mut out)
@@ -449,9 +448,19 @@ async fn pass_to_client(
         .map_err(|_| "client_gone")
 }
 
-/// Pins the session to its backend, which will be reset before it is reused; the first reason
-/// is logged and counted.
-fn pin(pinned: &mut Option<PinReason>, pool: &Pool, backend: &mut Pooled, reason: PinReason) {
+/// Acts on what a client's SQL does to its session: a pin keeps the backend for the session
+/// (the first reason logged and counted); either way the backend is reset before reuse.
+fn apply(
+    effect: Option<Effect>,
+    pinned: &mut Option<PinReason>,
+    pool: &Pool,
+    backend: &mut Pooled,
+) {
+    let reason = match effect {
+        None => return,
+        Some(Effect::Reset) => return backend.mark_dirty(),
+        Some(Effect::Pin(reason)) => reason,
+    };
     backend.mark_dirty();
     if pinned.is_none() {
         *pinned = Some(reason);

@@ -202,8 +202,8 @@ impl Statements {
             pos += 1 + len;
             match message[0] {
                 b'P' => match cstr(&message[5..]) {
-                    // A statement that would pin the session needs its backend now.
-                    Some((name, rest)) if !name.is_empty() && parse_pins(rest).is_none() => {
+                    // A statement that would pin the session, or reset it, needs its backend now.
+                    Some((name, rest)) if !name.is_empty() && parse_effect(rest).is_none() => {
                         parses.push((name.to_owned(), rest.to_vec()))
                     }
                     _ => return None,
@@ -251,8 +251,8 @@ impl Statements {
 }
 
 /// Whether the query of a Parse (the body after the statement name) would pin its session.
-pub fn parse_pins(after_name: &[u8]) -> Option<super::pinning::PinReason> {
-    cstr(after_name).and_then(|(query, _)| super::pinning::reason(query))
+pub fn parse_effect(after_name: &[u8]) -> Option<super::pinning::Effect> {
+    cstr(after_name).and_then(|(query, _)| super::pinning::effect(query))
 }
 
 fn cstr(bytes: &[u8]) -> Option<(&str, &[u8])> {

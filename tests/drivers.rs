@@ -1,0 +1,68 @@
+//! Drivers other than tokio-postgres and libpq, through pgvalet as their users run them: the
+//! scripts in tests/drivers/ run in the test venv (`make venv`).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Proxy, pki};
+
+const TXN_ROUTE: &str = r#"
+[[routes]]
+name = "txn"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["txn"]
+databases = ["orders"]
+backend = "main"
+credentials = "orders"
+pool_mode = "transaction"
+max_size = 2
+"#;
+
+/// Runs `tests/drivers/SCRIPT` with the venv's Python; returns its output, failing the test
+/// (with the script's output) when it fails.
+async fn python(script: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make venv` (`make test` does it)",
+        python.display()
+    );
+    let run = tokio::process::Command::new(python)
+        .arg(root.join("tests/drivers").join(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the driver script did not finish in 3 minutes")
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_and_asyncpg_statement_caches_work_in_transaction_mode() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let port = proxy.port().to_string();
+    let pki = pki().display().to_string();
+    let out = python("statement_caches.py", &[&port, &pki, "txn", "orders"]).await;
+    assert!(out.contains("4 clients on 2 backend connections"), "{out}");
+    // Every client is gone: the pool holds its two connections, none lent out.
+    proxy
+        .wait_for_pool(
+            "txn",
+            "orders",
+            pgvalet::pool::Stats {
+                idle: 2,
+                active: 0,
+                waiting: 0,
+            },
+        )
+        .await;
+    proxy.stop().await;
+}
