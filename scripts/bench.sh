@@ -124,9 +124,20 @@ done
 echo 'select 1;' >"$W/select1.sql"
 give_pg "$W"
 
-# One measurement: prints TPS, or the average latency in ms with "latency".
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+proxy_pid() {
+  case $1 in
+    session|transaction) echo "$PGV_PID" ;;
+    pgbouncer) cat "$W/pgbouncer.pid" ;;
+    *) echo "" ;;
+  esac
+}
+
+# One measurement: prints TPS, or the average latency in ms with "latency". For a proxy, also
+# leaves its CPU time per transaction (µs) in $W/cpu-TARGET-WHAT.
 run() {
-  local target=$1 what=$2 out
+  local target=$1 what=$2 out pid before
   local -a conn args
   case $target in
     direct) conn=(-h 127.0.0.1 -p $PG_PORT -U bench_svc) ;;
@@ -140,9 +151,16 @@ run() {
     latency) args=(-f "$W/select1.sql" -c 1 -j 1) ;;
     connect) args=(-S -C -c 8 -j 8) ;;
   esac
+  pid=$(proxy_pid "$target"); before=$([ -n "$pid" ] && cpu_ticks "$pid")
   out=$(PGPASSWORD=$PW PGSSLMODE=verify-full PGSSLROOTCERT=certs-dev/ca.crt \
         PGSSLCERT=certs-dev/orders.crt PGSSLKEY=certs-dev/orders.key \
         pgbench -n -T "$T" "${args[@]}" "${conn[@]}" bench 2>&1) || { echo "fail"; return; }
+  if [ -n "$pid" ]; then
+    local txns
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    awk -v t="$(( $(cpu_ticks "$pid") - before ))" -v hz="$(getconf CLK_TCK)" -v n="${txns:-0}" \
+      'BEGIN { if (n > 0) printf "%.1f\n", t / hz * 1e6 / n; else print "–" }' >"$W/cpu-$target-$what"
+  fi
   if [ "$what" = latency ]; then
     sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out"
   else
@@ -165,4 +183,15 @@ for what in S select1 latency connect; do
     connect) label="new connections/s (\`-C -S -c 8 -j 8\`)" ;;
   esac
   echo "| $label | $d | $s | $t | $b | $(ratio "$t" "$b") | $(ratio "$t" "$d") |"
+done
+# How much CPU each proxy spends per transaction: on a machine whose cores pgbench and Postgres
+# already fill, this is what decides throughput through a proxy.
+cpu() { cat "$W/cpu-$1-$2" 2>/dev/null || echo "–"; }
+for what in S select1; do
+  case $what in
+    S) label="proxy CPU per \`-S\` transaction, µs (lower is better)" ;;
+    select1) label="proxy CPU per \`SELECT 1\`, µs (lower is better)" ;;
+  esac
+  s=$(cpu session $what); t=$(cpu transaction $what); b=$(cpu pgbouncer $what)
+  echo "| $label | – | $s | $t | $b | $(ratio "$t" "$b") | – |"
 done
