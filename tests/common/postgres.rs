@@ -205,7 +205,8 @@ impl Cluster {
     pub fn admin_sql(&self, db: &str, sql: &str) -> String {
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "psql"]);
+            // The postgres user may not enter the checkout (a clone under a 0700 directory).
+            c.args(["-u", "postgres", "--", "psql"]).current_dir("/");
             c
         } else {
             Command::new("psql")
