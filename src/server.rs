@@ -474,24 +474,33 @@ impl Reloader {
             files.extend(also.iter().cloned());
             files
         };
-        let mut last = fingerprint(&files(&self.0.state.load()));
+        // `None` while the configuration in force does not ask to watch: no files are looked at.
+        let mut last = None;
         loop {
+            let watching = self.0.state.load().config.watch;
+            if watching && last.is_none() {
+                last = Some(fingerprint(&files(&self.0.state.load())));
+            } else if !watching {
+                last = None;
+            }
             tokio::select! {
                 () = self.0.stop.cancelled() => return,
                 () = tokio::time::sleep(WATCH_EVERY) => {}
             }
-            let state = self.0.state.load_full();
-            let watched = files(&state);
-            let now = fingerprint(&watched);
-            if !state.config.watch || now == last {
-                last = now;
+            let Some(before) = &last else { continue };
+            let now = fingerprint(&files(&self.0.state.load()));
+            if now == *before {
                 continue;
             }
-            drop(state);
             tokio::time::sleep(Duration::from_secs(1)).await;
             tracing::info!("watched files changed; reloading");
-            let _ = self.reload_now().await;
-            last = fingerprint(&files(&self.0.state.load()));
+            // What this attempt read: a refused reload is tried again once the files change
+            // again (a renewal that wrote the certificate before its key), not every tick.
+            let attempted = fingerprint(&files(&self.0.state.load()));
+            last = match self.reload_now().await {
+                Ok(()) => None,
+                Err(_) => Some(attempted),
+            };
         }
     }
 }
