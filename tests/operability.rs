@@ -394,11 +394,32 @@ async fn sighup_renews_the_server_certificate_while_a_session_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_reloads_when_the_certificate_files_change() {
     let (proxy, cert_dir, _) = start_with_own_cert("watch = true").await;
-    copy_server_cert("server-renewed", &cert_dir);
+    // A renewal that lands the certificate well before its key: the first reload is refused
+    // and the old pair keeps serving; the key's arrival reloads again.
+    std::fs::copy(
+        pki().join("server-renewed.crt"),
+        cert_dir.join("server.crt"),
+    )
+    .unwrap();
+    wait_for_log(&proxy, "configuration reload refused", 1).await;
+    assert_eq!(
+        served_cert(proxy.port).await,
+        pem_der(&pki().join("server.crt"))
+    );
+    std::fs::copy(
+        pki().join("server-renewed.key"),
+        cert_dir.join("server.key"),
+    )
+    .unwrap();
     wait_for_log(&proxy, "configuration reloaded", 1).await;
     assert_eq!(
         served_cert(proxy.port).await,
         pem_der(&pki().join("server-renewed.crt"))
+    );
+    assert_eq!(
+        proxy.logs().matches("configuration reload refused").count(),
+        1,
+        "a refused reload is not retried until the files change again"
     );
 }
 
