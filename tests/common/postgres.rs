@@ -162,6 +162,8 @@ impl Cluster {
         );
         let script = format!(
             r#"set -e
+            # Every path here is absolute, and the postgres user may not enter the checkout.
+            cd /
             chmod 700 {dir}/server.key
             {as_pg} {bin}/initdb -D {data} -U postgres --auth=trust -N -E UTF8 --locale=C >{dir}/initdb.log 2>&1 || {{ cat {dir}/initdb.log >&2; exit 1; }}
             {as_pg} {bin}/pg_ctl -D {data} -l {dir}/postgres.log -w -t 30 -o {options} start >/dev/null || {{ cat {dir}/postgres.log >&2; exit 1; }}
