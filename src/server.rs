@@ -389,11 +389,7 @@ impl Reloader {
         };
         let new = match built.await {
             Ok(new) => new,
-            Err(e) => {
-                crate::metrics::config_reload(false);
-                tracing::error!(error = %e, "configuration reload refused; the running configuration stays in force");
-                return Err(e);
-            }
+            Err(e) => return Err(refused(e)),
         };
         for (key, changed) in [
             (
@@ -447,11 +443,7 @@ impl Reloader {
         };
         match loader() {
             Ok(config) => self.reload(config).await,
-            Err(e) => {
-                crate::metrics::config_reload(false);
-                tracing::error!(error = %e, "configuration reload refused; the running configuration stays in force");
-                Err(e)
-            }
+            Err(e) => Err(refused(e)),
         }
     }
 
@@ -503,6 +495,13 @@ impl Reloader {
             };
         }
     }
+}
+
+/// Logs and counts a reload that did not happen, and hands its error back.
+fn refused(e: ConfigError) -> ConfigError {
+    crate::metrics::config_reload(false);
+    tracing::error!(error = %e, "configuration reload refused; the running configuration stays in force");
+    e
 }
 
 /// How often `watch = true` looks at the files.

@@ -223,6 +223,15 @@ async fn served_cert(port: u16) -> Vec<u8> {
     session.peer_certificates().unwrap()[0].to_vec()
 }
 
+/// A TLS handshake with pgvalet now shows the dev PKI's certificate `name`.
+async fn assert_serves(port: u16, name: &str) {
+    assert_eq!(
+        served_cert(port).await,
+        pem_der(&pki().join(name)),
+        "pgvalet should serve {name}"
+    );
+}
+
 fn pem_der(path: &Path) -> Vec<u8> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -244,10 +253,7 @@ async fn start_with_own_cert(top: &str) -> (ProxyProcess, std::path::PathBuf, u1
     let text = own_cert_config(dir.path(), top, admin);
     let cert_dir = dir.path().to_owned();
     let proxy = ProxyProcess::start(&text, dir).expect("pgvalet starts");
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server.crt"))
-    );
+    assert_serves(proxy.port, "server.crt").await;
     (proxy, cert_dir, admin)
 }
 
@@ -336,11 +342,7 @@ async fn sighup_renews_the_server_certificate_while_a_session_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server-renewed.crt")),
-        "new handshakes see the renewed certificate"
-    );
+    assert_serves(proxy.port, "server-renewed.crt").await;
     let row = client
         .query_one(
             "insert into t values (2) returning (select count(*) from t)",
@@ -365,10 +367,7 @@ async fn sighup_renews_the_server_certificate_while_a_session_runs() {
         "{}",
         proxy.logs()
     );
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server-renewed.crt"))
-    );
+    assert_serves(proxy.port, "server-renewed.crt").await;
     let (_, metrics) = get(admin, "/metrics").await;
     assert_eq!(
         sample(&metrics, r#"pgvalet_config_reloads_total{outcome="ok"}"#),
@@ -402,20 +401,14 @@ async fn watch_reloads_when_the_certificate_files_change() {
     )
     .unwrap();
     wait_for_log(&proxy, "configuration reload refused", 1).await;
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server.crt"))
-    );
+    assert_serves(proxy.port, "server.crt").await;
     std::fs::copy(
         pki().join("server-renewed.key"),
         cert_dir.join("server.key"),
     )
     .unwrap();
     wait_for_log(&proxy, "configuration reloaded", 1).await;
-    assert_eq!(
-        served_cert(proxy.port).await,
-        pem_der(&pki().join("server-renewed.crt"))
-    );
+    assert_serves(proxy.port, "server-renewed.crt").await;
     assert_eq!(
         proxy.logs().matches("configuration reload refused").count(),
         1,

@@ -128,8 +128,10 @@ impl Pool {
         self.pins.load(Ordering::Relaxed)
     }
 
-    pub fn count_pin(&self) {
+    /// Counts a session pinned for `reason`, here and in `pgvalet_pins_total`.
+    pub fn count_pin(&self, reason: &'static str) {
         self.pins.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::pin(&self.route, reason);
     }
 
     pub fn name(&self) -> &str {

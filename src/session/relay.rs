@@ -110,15 +110,14 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         state.ticket.serve(None);
         backend.release(clean).await;
     }
-    let outcome = Outcome {
-        from_client: state.sent_by_client,
-        to_client: state.sent_to_client,
-        reason,
-    };
     state
         .traffic
         .bytes(state.sent_by_client, state.sent_to_client);
-    outcome
+    Outcome {
+        from_client: state.sent_by_client,
+        to_client: state.sent_to_client,
+        reason,
+    }
 }
 
 impl State<'_> {
@@ -464,8 +463,7 @@ fn apply(
     backend.mark_dirty();
     if pinned.is_none() {
         *pinned = Some(reason);
-        pool.count_pin();
-        crate::metrics::pin(pool.route(), reason.as_str());
+        pool.count_pin(reason.as_str());
         tracing::info!(
             pool = %pool.name(), %reason,
             "session pinned to its backend connection until it ends: it made state that cannot move"

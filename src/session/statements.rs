@@ -250,7 +250,8 @@ impl Statements {
     }
 }
 
-/// Whether the query of a Parse (the body after the statement name) would pin its session.
+/// What the query of a Parse (the body after the statement name) does to its session: pin it,
+/// reset it, or nothing.
 pub fn parse_effect(after_name: &[u8]) -> Option<super::pinning::Effect> {
     cstr(after_name).and_then(|(query, _)| super::pinning::effect(query))
 }
