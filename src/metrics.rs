@@ -73,6 +73,15 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// Folds the histogram samples recorded since the last call into their buckets. The recorder
+/// holds every sample until then, so this must run every few seconds whether or not anyone
+/// scrapes `/metrics` (a scrape does the same).
+pub fn upkeep() {
+    if let Some(handle) = HANDLE.get() {
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections by state.");
     describe_counter!(HANDSHAKES, "Client handshakes by outcome.");

@@ -155,8 +155,9 @@ impl State {
 }
 
 /// How sessions learn that pgvalet is stopping: `drain` asks them to end at the next moment
-/// their client is idle (telling it FATAL 57P01); `stop` ends them at once.
-#[derive(Clone, Default)]
+/// their client is idle (telling it FATAL 57P01); `stop` ends them at once. `drain` is a child
+/// of `stop`, so a session need only watch `stop` once `drain` has fired.
+#[derive(Clone)]
 pub struct Lifecycle {
     pub drain: CancellationToken,
     pub stop: CancellationToken,
@@ -221,6 +222,7 @@ impl Server {
         let tasks = &inner.background;
         tasks.spawn(maintain_pools(inner.clone()));
         tasks.spawn(check_backends(inner.clone()));
+        tasks.spawn(metrics_upkeep(inner.stop.clone()));
         Ok(Server { inner, admin })
     }
 
@@ -256,7 +258,7 @@ impl Server {
             ));
         }
         let life = Lifecycle {
-            drain: CancellationToken::new(),
+            drain: inner.stop.child_token(),
             stop: inner.stop.clone(),
         };
         let tasks = TaskTracker::new();
@@ -348,6 +350,16 @@ async fn maintain_pools(inner: Arc<Inner>) {
         tokio::select! {
             () = inner.stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Keeps the metrics' histogram samples from piling up between scrapes.
+async fn metrics_upkeep(stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => crate::metrics::upkeep(),
         }
     }
 }

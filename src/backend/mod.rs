@@ -416,10 +416,10 @@ impl Connection {
     /// Brings the tracked settings in line with a new client's startup parameters: sets the
     /// ones it asked for that differ, resets the ones it did not ask for.
     pub async fn apply_params(&mut self, params: &[(String, String)]) -> Result<(), BackendError> {
-        let want = tracked(params);
-        if want == self.applied {
+        if self.params_applied(params) {
             return Ok(());
         }
+        let want = tracked(params);
         let mut sql = String::new();
         for name in TRACKED_PARAMS {
             let find = |list: &[(String, String)]| {
@@ -442,6 +442,16 @@ impl Connection {
         self.simple_query(&sql).await?;
         self.applied = want;
         Ok(())
+    }
+
+    /// Whether the tracked settings already match `params` (the common case, checked on every
+    /// borrow, so without allocating).
+    pub fn params_applied(&self, params: &[(String, String)]) -> bool {
+        let is_tracked = |k: &str| TRACKED_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(k));
+        let mut asked = params.iter().filter(|(k, _)| is_tracked(k));
+        asked.clone().count() == self.applied.len()
+            && asked.all(|p| self.applied.contains(p))
+            && self.applied.iter().all(|p| params.contains(p))
     }
 
     /// Records a ParameterStatus value, replacing an earlier one of the same name.

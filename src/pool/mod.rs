@@ -179,29 +179,37 @@ impl Pool {
         self: &Arc<Self>,
         params: &[(String, String)],
     ) -> Result<Pooled, PoolError> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = tokio::time::timeout(
-            self.settings.borrow_timeout,
-            self.slots.clone().acquire_owned(),
-        )
-        .await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let permit = match permit {
-            Ok(Ok(permit)) => permit,
-            // The semaphore is never closed; a timeout is the only way out.
-            _ => return Err(PoolError::Timeout),
+        // A free slot is taken at once (it cannot be one a waiter is owed: the semaphore
+        // hands released permits to its queue first); otherwise wait in line, with a timer.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let permit = tokio::time::timeout(
+                    self.settings.borrow_timeout,
+                    self.slots.clone().acquire_owned(),
+                )
+                .await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                match permit {
+                    Ok(Ok(permit)) => permit,
+                    // The semaphore is never closed; a timeout is the only way out.
+                    _ => return Err(PoolError::Timeout),
+                }
+            }
         };
         loop {
             let candidate = self.idle().pop();
             let Some(mut idle) = candidate else { break };
-            if self.expired(&idle) {
+            let now = Instant::now();
+            if self.expired(&idle, now) {
                 continue;
             }
             if idle.conn.stream.has_unread_input().await || !idle.conn.pending.is_empty() {
                 tracing::info!(pool = %self.name, "an idle backend connection was closed or spoke unasked; discarded");
                 continue;
             }
-            if idle.since.elapsed() >= CHECK_AFTER_IDLE {
+            if now.duration_since(idle.since) >= CHECK_AFTER_IDLE {
                 let check =
                     tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.simple_query("")).await;
                 if !matches!(check, Ok(Ok(()))) {
@@ -209,9 +217,13 @@ impl Pool {
                     continue;
                 }
             }
-            let applied =
-                tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.apply_params(params)).await;
-            if !matches!(applied, Ok(Ok(()))) {
+            let applied = idle.conn.params_applied(params)
+                || matches!(
+                    tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.apply_params(params))
+                        .await,
+                    Ok(Ok(()))
+                );
+            if !applied {
                 tracing::info!(pool = %self.name, "could not apply a client's settings to an idle connection; discarded");
                 continue;
             }
@@ -248,9 +260,9 @@ impl Pool {
         conn
     }
 
-    fn expired(&self, idle: &Idle) -> bool {
-        idle.born.elapsed() >= self.settings.max_lifetime
-            || idle.since.elapsed() >= self.settings.idle_timeout
+    fn expired(&self, idle: &Idle, now: Instant) -> bool {
+        now.duration_since(idle.born) >= self.settings.max_lifetime
+            || now.duration_since(idle.since) >= self.settings.idle_timeout
     }
 
     /// Closes idle connections past their idle time or lifetime (keeping `min_idle` of those
@@ -322,7 +334,11 @@ impl Pooled {
             return;
         };
         let pool = self.pool.clone();
-        if !clean || conn.status != b'I' || self.born.elapsed() >= pool.settings.max_lifetime {
+        let now = Instant::now();
+        if !clean
+            || conn.status != b'I'
+            || now.duration_since(self.born) >= pool.settings.max_lifetime
+        {
             return;
         }
         if (pool.settings.mode == PoolMode::Session || self.dirty)
@@ -354,7 +370,7 @@ impl Pooled {
         pool.idle().push(Idle {
             conn,
             born: self.born,
-            since: Instant::now(),
+            since: now,
         });
     }
 }

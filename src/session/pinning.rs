@@ -60,12 +60,32 @@ pub enum Effect {
 
 /// What `sql` (one or more statements) does: the first reason to pin, else whether it resets.
 pub fn effect(sql: &str) -> Option<Effect> {
-    let statements = statements(sql);
-    if let Some(reason) = statements.iter().find_map(|t| statement_reason(t)) {
-        return Some(Effect::Pin(reason));
+    // Every statement that pins or resets names one of these words, so SQL without any of them
+    // (most of what an application sends) is passed without lexing it.
+    if !mentions_keyword(sql.as_bytes()) {
+        return None;
     }
-    let resets = |tokens: &Vec<Token>| matches!(tokens.first(), Some(Token::Word(w)) if matches!(w.as_str(), "RESET" | "DISCARD" | "DEALLOCATE"));
-    statements.iter().any(resets).then_some(Effect::Reset)
+    lexed_effect(sql)
+}
+
+/// [`effect`] without the quick test.
+fn lexed_effect(sql: &str) -> Option<Effect> {
+    let mut lexer = Lexer { sql, at: 0 };
+    let mut tokens = Vec::new();
+    let mut resets = false;
+    loop {
+        tokens.clear();
+        let more = lexer.statement(&mut tokens);
+        if let Some(reason) = statement_reason(&tokens) {
+            return Some(Effect::Pin(reason));
+        }
+        resets |= tokens
+            .first()
+            .is_some_and(|t| t.is("RESET") || t.is("DISCARD") || t.is("DEALLOCATE"));
+        if !more {
+            return resets.then_some(Effect::Reset);
+        }
+    }
 }
 
 /// The first reason in `sql` to pin its session, if any.
@@ -77,6 +97,27 @@ fn reason(sql: &str) -> Option<PinReason> {
     }
 }
 
+/// Whether `text` mentions, in any case and anywhere (inside literals and identifiers too), a
+/// word at least one of which every pinning or resetting statement contains (`SET` also stands
+/// for `RESET` and `set_config`, `TEMP` for `TEMPORARY`). A quick test: it may say yes when the
+/// lexer would find nothing, never the reverse.
+fn mentions_keyword(text: &[u8]) -> bool {
+    let at = |i: usize, word: &[u8]| {
+        text.get(i..i + word.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(word))
+    };
+    // `| 0x20` lower-cases an ASCII letter and leaves no other byte equal to one.
+    (0..text.len()).any(|i| match text[i] | 0x20 {
+        b's' => at(i, b"SET"),
+        b'l' => at(i, b"LISTEN") || at(i, b"LOAD"),
+        b'p' => at(i, b"PREPARE"),
+        b't' => at(i, b"TEMP"),
+        b'd' => at(i, b"DECLARE") || at(i, b"DISCARD") || at(i, b"DEALLOCATE"),
+        b'a' => at(i, b"ADVISORY"),
+        _ => false,
+    })
+}
+
 const SESSION_ADVISORY_LOCKS: &[&str] = &[
     "PG_ADVISORY_LOCK",
     "PG_ADVISORY_LOCK_SHARED",
@@ -86,43 +127,44 @@ const SESSION_ADVISORY_LOCKS: &[&str] = &[
 
 fn statement_reason(tokens: &[Token]) -> Option<PinReason> {
     let word = |i: usize| match tokens.get(i) {
-        Some(Token::Word(w)) => w.as_str(),
+        Some(Token::Word(w)) => *w,
         _ => "",
     };
-    match word(0) {
-        "SET" => match word(1) {
-            "LOCAL" | "TRANSACTION" | "CONSTRAINTS" => {}
-            _ => return Some(PinReason::Set),
-        },
-        "LISTEN" => return Some(PinReason::Listen),
-        "PREPARE" if word(1) != "TRANSACTION" => return Some(PinReason::Prepare),
-        "LOAD" => return Some(PinReason::Load),
-        "CREATE" => {
-            let temp = |w: &str| w == "TEMP" || w == "TEMPORARY";
-            if temp(word(1)) || ((word(1) == "GLOBAL" || word(1) == "LOCAL") && temp(word(2))) {
-                return Some(PinReason::TempObject);
-            }
+    let is = |i: usize, keyword: &str| word(i).eq_ignore_ascii_case(keyword);
+    let temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
+    if is(0, "SET") {
+        if !(is(1, "LOCAL") || is(1, "TRANSACTION") || is(1, "CONSTRAINTS")) {
+            return Some(PinReason::Set);
         }
-        "DECLARE"
-            if tokens
-                .windows(2)
-                .any(|w| w == [Token::Word("WITH".into()), Token::Word("HOLD".into())]) =>
-        {
-            return Some(PinReason::HoldCursor);
+    } else if is(0, "LISTEN") {
+        return Some(PinReason::Listen);
+    } else if is(0, "PREPARE") && !is(1, "TRANSACTION") {
+        return Some(PinReason::Prepare);
+    } else if is(0, "LOAD") {
+        return Some(PinReason::Load);
+    } else if is(0, "CREATE") {
+        if temp(1) || ((is(1, "GLOBAL") || is(1, "LOCAL")) && temp(2)) {
+            return Some(PinReason::TempObject);
         }
-        _ => {}
+    } else if is(0, "DECLARE") && (1..tokens.len()).any(|i| is(i, "WITH") && is(i + 1, "HOLD")) {
+        return Some(PinReason::HoldCursor);
     }
     // SELECT … INTO TEMP, and functions anywhere in the statement.
     for (i, token) in tokens.iter().enumerate() {
         let Token::Word(w) = token else { continue };
-        if w == "INTO" && matches!(word(i + 1), "TEMP" | "TEMPORARY") {
+        if w.eq_ignore_ascii_case("INTO") && temp(i + 1) {
             return Some(PinReason::TempObject);
         }
-        let called = tokens.get(i + 1) == Some(&Token::Punct('('));
-        if called && SESSION_ADVISORY_LOCKS.contains(&w.as_str()) {
+        if tokens.get(i + 1) != Some(&Token::Punct(b'(')) {
+            continue;
+        }
+        if SESSION_ADVISORY_LOCKS
+            .iter()
+            .any(|f| w.eq_ignore_ascii_case(f))
+        {
             return Some(PinReason::AdvisoryLock);
         }
-        if called && w == "SET_CONFIG" && set_config_is_session(&tokens[i + 1..]) {
+        if w.eq_ignore_ascii_case("SET_CONFIG") && set_config_is_session(&tokens[i + 1..]) {
             return Some(PinReason::Set);
         }
     }
@@ -136,178 +178,193 @@ fn set_config_is_session(tokens: &[Token]) -> bool {
     let mut last = None;
     for token in tokens {
         match token {
-            Token::Punct('(') => depth += 1,
-            Token::Punct(')') => {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => {
                 depth -= 1;
                 if depth == 0 {
                     break;
                 }
             }
-            t if depth == 1 && *t != Token::Punct(',') => last = Some(t),
+            t if depth == 1 && *t != Token::Punct(b',') => last = Some(t),
             _ => {}
         }
     }
-    !matches!(last, Some(Token::Word(w)) if w == "TRUE")
-        && !matches!(last, Some(Token::Str(s)) if is_true(s))
+    !matches!(last, Some(t) if t.is("TRUE")) && !matches!(last, Some(Token::Str(s)) if is_true(s))
 }
 
+/// A literal that reads as boolean true. Escapes are not decoded: a literal spelled with them
+/// reads as not true, which pins (the safe side).
 fn is_true(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        "t" | "true" | "on" | "yes" | "y" | "1"
-    )
+    ["t", "true", "on", "yes", "y", "1"]
+        .iter()
+        .any(|t| s.eq_ignore_ascii_case(t))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    /// A keyword or unquoted identifier, upper-cased.
-    Word(String),
-    /// A string literal's contents.
-    Str(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    /// A keyword or unquoted identifier, as written.
+    Word(&'a str),
+    /// A string literal's text between its quotes, escapes as written.
+    Str(&'a str),
     /// A quoted identifier, a number or an operator: nothing the check looks at.
     Other,
-    Punct(char),
+    Punct(u8),
 }
 
-/// Splits SQL into statements of tokens.
-fn statements(sql: &str) -> Vec<Vec<Token>> {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut out = vec![Vec::new()];
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '-' if next == Some('-') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
+impl Token<'_> {
+    fn is(&self, keyword: &str) -> bool {
+        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(keyword))
+    }
+}
+
+/// Postgres' identifier characters: ASCII letters, `_` and every byte of a non-ASCII character
+/// start one; digits and `$` may follow.
+fn ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn ident_cont(b: u8) -> bool {
+    ident_start(b) || b.is_ascii_digit() || b == b'$'
+}
+
+/// Reads SQL a statement at a time, as Postgres' scanner splits it. Every position it stops at
+/// is an ASCII byte or the end, so the slices it hands out are whole characters.
+struct Lexer<'a> {
+    sql: &'a str,
+    at: usize,
+}
+
+impl<'a> Lexer<'a> {
+    /// Pushes the next statement's tokens; false when the text has ended.
+    fn statement(&mut self, tokens: &mut Vec<Token<'a>>) -> bool {
+        let b = self.sql.as_bytes();
+        while let Some(&c) = b.get(self.at) {
+            let next = b.get(self.at + 1).copied();
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => self.at += 1,
+                b'-' if next == Some(b'-') => {
+                    self.at = find(b, self.at, b"\n").unwrap_or(b.len());
                 }
-            }
-            '/' if next == Some('*') => {
-                let mut depth = 0;
-                while i < chars.len() {
-                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
+                b'/' if next == Some(b'*') => self.skip_comment(),
+                b'\'' => tokens.push(Token::Str(self.quoted(self.at, b'\'', false))),
+                b'E' | b'e' if next == Some(b'\'') => {
+                    tokens.push(Token::Str(self.quoted(self.at + 1, b'\'', true)));
+                }
+                b'"' => {
+                    self.quoted(self.at, b'"', false);
+                    tokens.push(Token::Other);
+                }
+                b'$' => tokens.push(self.dollar()),
+                b';' => {
+                    self.at += 1;
+                    return true;
+                }
+                b'(' | b')' | b',' => {
+                    tokens.push(Token::Punct(c));
+                    self.at += 1;
+                }
+                c if ident_start(c) => {
+                    let start = self.at;
+                    while b.get(self.at).is_some_and(|&c| ident_cont(c)) {
+                        self.at += 1;
                     }
+                    tokens.push(Token::Word(self.slice(start, self.at)));
                 }
-            }
-            '\'' => {
-                let (s, end) = quoted(&chars, i, '\'', false);
-                push(&mut out, Token::Str(s));
-                i = end;
-            }
-            'E' | 'e' if next == Some('\'') => {
-                let (s, end) = quoted(&chars, i + 1, '\'', true);
-                push(&mut out, Token::Str(s));
-                i = end;
-            }
-            '"' => {
-                let (_, end) = quoted(&chars, i, '"', false);
-                push(&mut out, Token::Other);
-                i = end;
-            }
-            '$' => {
-                // $tag$ … $tag$, or a positional parameter $1.
-                let tag_end = chars[i + 1..]
-                    .iter()
-                    .position(|c| !(c.is_alphanumeric() || *c == '_'));
-                match tag_end.map(|n| i + 1 + n) {
-                    Some(j)
-                        if chars[j] == '$'
-                            && !chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) =>
-                    {
-                        let tag: String = chars[i..=j].iter().collect();
-                        let body_start = j + 1;
-                        let rest: String = chars[body_start..].iter().collect();
-                        let (body, consumed) = match rest.find(&tag) {
-                            Some(at) => (
-                                rest[..at].to_owned(),
-                                rest[..at].chars().count() + tag.chars().count(),
-                            ),
-                            None => (rest.clone(), rest.chars().count()),
-                        };
-                        push(&mut out, Token::Str(body));
-                        i = body_start + consumed;
-                    }
-                    _ => {
-                        i += 1;
-                        while i < chars.len() && chars[i].is_ascii_digit() {
-                            i += 1;
-                        }
-                        push(&mut out, Token::Other);
-                    }
+                _ => {
+                    tokens.push(Token::Other);
+                    self.at += 1;
                 }
-            }
-            ';' => {
-                out.push(Vec::new());
-                i += 1;
-            }
-            '(' | ')' | ',' => {
-                push(&mut out, Token::Punct(c));
-                i += 1;
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
-                {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                push(&mut out, Token::Word(word.to_uppercase()));
-            }
-            _ => {
-                push(&mut out, Token::Other);
-                i += 1;
             }
         }
+        false
     }
-    out.retain(|s| !s.is_empty());
-    out
-}
 
-fn push(out: &mut [Vec<Token>], token: Token) {
-    if let Some(last) = out.last_mut() {
-        last.push(token);
+    fn slice(&self, from: usize, to: usize) -> &'a str {
+        self.sql.get(from..to).unwrap_or("")
     }
-}
 
-/// Reads a quoted run starting at the opening quote `chars[start]`; a doubled quote is one
-/// quote, and with `backslashes` a backslash escapes the next character. Returns the contents
-/// and the index after the closing quote.
-fn quoted(chars: &[char], start: usize, quote: char, backslashes: bool) -> (String, usize) {
-    let mut s = String::new();
-    let mut i = start + 1;
-    while i < chars.len() {
-        let c = chars[i];
-        if backslashes && c == '\\' {
-            if let Some(&n) = chars.get(i + 1) {
-                s.push(n);
-            }
-            i += 2;
-        } else if c == quote {
-            if chars.get(i + 1) == Some(&quote) {
-                s.push(quote);
-                i += 2;
+    /// A `/* … */` comment, which nests.
+    fn skip_comment(&mut self) {
+        let b = self.sql.as_bytes();
+        let mut depth = 0usize;
+        while self.at < b.len() {
+            if b[self.at..].starts_with(b"/*") {
+                depth += 1;
+                self.at += 2;
+            } else if b[self.at..].starts_with(b"*/") {
+                depth -= 1;
+                self.at += 2;
+                if depth == 0 {
+                    return;
+                }
             } else {
-                return (s, i + 1);
+                self.at += 1;
             }
-        } else {
-            s.push(c);
-            i += 1;
         }
     }
-    (s, i)
+
+    /// A quoted run from its opening quote at `start`: a doubled quote is one quote, and with
+    /// `backslashes` a backslash escapes the next byte. Returns the text between the quotes.
+    fn quoted(&mut self, start: usize, quote: u8, backslashes: bool) -> &'a str {
+        let b = self.sql.as_bytes();
+        let mut i = start + 1;
+        while i < b.len() {
+            let escaped =
+                (backslashes && b[i] == b'\\') || (b[i] == quote && b.get(i + 1) == Some(&quote));
+            if escaped {
+                i += 2;
+            } else if b[i] == quote {
+                self.at = i + 1;
+                return self.slice(start + 1, i);
+            } else {
+                i += 1;
+            }
+        }
+        self.at = b.len();
+        // An escaped final byte may leave `i` past the end.
+        self.slice(start + 1, b.len())
+    }
+
+    /// At a `$`: a dollar-quoted string (`$$ … $$`, `$tag$ … $tag$`), a positional parameter
+    /// (`$1`), or a lone `$`.
+    fn dollar(&mut self) -> Token<'a> {
+        let b = self.sql.as_bytes();
+        let start = self.at;
+        let mut end = start + 1;
+        if b.get(end).is_some_and(|c| c.is_ascii_digit()) {
+            while b.get(end).is_some_and(|c| c.is_ascii_digit()) {
+                end += 1;
+            }
+            self.at = end;
+            return Token::Other;
+        }
+        if b.get(end).is_some_and(|&c| ident_start(c)) {
+            while b
+                .get(end)
+                .is_some_and(|&c| ident_start(c) || c.is_ascii_digit())
+            {
+                end += 1;
+            }
+        }
+        if b.get(end) != Some(&b'$') {
+            self.at = start + 1;
+            return Token::Other;
+        }
+        let tag = &b[start..=end];
+        let body = end + 1;
+        let close = find(b, body, tag);
+        self.at = close.map_or(b.len(), |at| at + tag.len());
+        Token::Str(self.slice(body, close.unwrap_or(b.len())))
+    }
+}
+
+/// Where `needle` next occurs in `haystack` at or after `from`.
+fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|at| from + at)
 }
 
 #[cfg(test)]
@@ -379,6 +436,70 @@ mod tests {
             "",
         ] {
             assert_eq!(effect(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn words_are_read_as_postgres_reads_them() {
+        // Keywords are ASCII, in any case; non-ASCII letters belong to identifiers.
+        assert_eq!(reason("sEt search_path = x"), Some(PinReason::Set));
+        assert_eq!(reason("select ſet_config('a', 'b', false)"), None);
+        assert_eq!(
+            reason("select données from t; listen café"),
+            Some(PinReason::Listen)
+        );
+        for sql in [
+            "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+            "select reset_count, temperature, loaded, preparer from t",
+            "insert into t (settings) values ('SET x')",
+            "select a$b, $1, $ from t",
+        ] {
+            assert_eq!(effect(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn unfinished_sql_is_read_to_its_end() {
+        for sql in [
+            "select 'SET x",
+            "select E'\\",
+            "select \"listen",
+            "/* listen /* x */",
+            "select $tag$ listen",
+            "select $",
+            "-- set x",
+            "é",
+        ] {
+            assert_eq!(effect(sql), None, "{sql}");
+        }
+        assert_eq!(reason("listen x; select 'oops"), Some(PinReason::Listen));
+    }
+
+    /// The quick test in [`effect`] may only skip SQL the lexer would pass too: every text
+    /// with an effect mentions a keyword, cut or changed however.
+    #[test]
+    fn the_quick_test_never_hides_an_effect() {
+        let corpus = [
+            "SET search_path = app",
+            "create global temporary table t (x int)",
+            "select * into temp t from x",
+            "SELECT pg_try_advisory_lock_shared(1, 2)",
+            "declare c cursor with hold for select 1",
+            "select set_config('app.user', 'x', false)",
+            "LOAD 'auto_explain'; RESET ALL; DISCARD PLANS; DEALLOCATE q",
+            "PREPARE q AS select 1",
+        ];
+        for sql in corpus {
+            for from in 0..sql.len() {
+                for to in from..=sql.len() {
+                    let Some(part) = sql.get(from..to) else {
+                        continue;
+                    };
+                    if lexed_effect(part).is_some() {
+                        assert!(mentions_keyword(part.as_bytes()), "{part}");
+                    }
+                }
+            }
         }
     }
 

@@ -126,6 +126,10 @@ impl State<'_> {
             return "client_gone";
         }
         self.release_if_idle().await;
+        // Made once: each new one would register with its token again at every wait. Until
+        // `drain` fires only it is watched (it also fires when `stop` does).
+        let (drain, stop) = (life.drain.cancelled(), life.stop.cancelled());
+        tokio::pin!(drain, stop);
         loop {
             // Writing one way reads the other way into its buffer, so keep forwarding until
             // neither direction has anything left to pass on; only then wait for the sockets.
@@ -172,8 +176,8 @@ impl State<'_> {
                     }
                     Ok(_) => {}
                 },
-                () = life.drain.cancelled(), if !self.draining => self.draining = true,
-                () = life.stop.cancelled() => return "shutdown",
+                () = &mut drain, if !self.draining => self.draining = true,
+                () = &mut stop, if self.draining => return "shutdown",
             }
         }
     }
