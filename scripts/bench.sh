@@ -3,6 +3,11 @@
 # (client mTLS, TLS to the server), all against one throwaway Postgres, in one run. Figures move
 # between runs and machines: compare the ratios within a run, not absolute numbers.
 #
+# A "bare TCP hop" column runs pgbench through examples/tcp_hop (bytes forwarded, TLS end to end
+# between pgbench and Postgres): the cheapest extra hop there is, so the most any proxy can reach
+# on this machine. Where pgbench, Postgres and the proxy share a few cores, it sits well below
+# direct TLS.
+#
 #   scripts/bench.sh                 # 10 s per measurement, 16 clients, 2 pgbench threads
 #   BENCH_SECONDS=30 scripts/bench.sh
 #
@@ -21,14 +26,16 @@ if ! command -v pgbouncer >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
 cargo build --release -q
+cargo build --release -q --example tcp_hop
 make -s certs
 
 BIN=$(pg_bindir)
 W=$(mktemp -d /tmp/pgvalet-bench-XXXXXX)
 chmod 755 "$W"
-PG_PORT=56432 PGV_PORT=56433 PGB_PORT=56434
-PGV_PID= PGB_PID=
+PG_PORT=56432 PGV_PORT=56433 PGB_PORT=56434 HOP_PORT=56435
+PGV_PID= PGB_PID= HOP_PID=
 cleanup() {
+  [ -n "$HOP_PID" ] && kill "$HOP_PID" 2>/dev/null || true
   [ -n "$PGV_PID" ] && kill "$PGV_PID" 2>/dev/null || true
   [ -f "$W/pgbouncer.pid" ] && kill "$(cat "$W/pgbouncer.pid")" 2>/dev/null || true
   [ -n "$PGB_PID" ] && kill "$PGB_PID" 2>/dev/null || true
@@ -91,6 +98,8 @@ max_size = $C
 TOML
 PGVALET_LOG=warn target/release/pgvalet --config "$W/pgvalet.toml" >"$W/pgvalet.log" 2>&1 &
 PGV_PID=$!
+target/release/examples/tcp_hop 127.0.0.1:$HOP_PORT 127.0.0.1:$PG_PORT &
+HOP_PID=$!
 
 # PgBouncer: client certificate auth (CN "orders"), TLS to Postgres, transaction pooling.
 printf '"orders" ""\n' >"$W/userlist.txt"
@@ -118,7 +127,7 @@ INI
 give_pg "$W"
 as_pg pgbouncer "$W/pgbouncer.ini" >/dev/null 2>&1 &
 PGB_PID=$!
-for port in $PGV_PORT $PGB_PORT; do
+for port in $PGV_PORT $PGB_PORT $HOP_PORT; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 echo 'select 1;' >"$W/select1.sql"
@@ -130,6 +139,7 @@ proxy_pid() {
   case $1 in
     session|transaction) echo "$PGV_PID" ;;
     pgbouncer) cat "$W/pgbouncer.pid" ;;
+    hop) echo "$HOP_PID" ;;
     *) echo "" ;;
   esac
 }
@@ -141,6 +151,7 @@ run() {
   local -a conn args
   case $target in
     direct) conn=(-h 127.0.0.1 -p $PG_PORT -U bench_svc) ;;
+    hop) conn=(-h 127.0.0.1 -p $HOP_PORT -U bench_svc) ;;
     session) conn=(-h 127.0.0.1 -p $PGV_PORT -U session) ;;
     transaction) conn=(-h 127.0.0.1 -p $PGV_PORT -U transaction) ;;
     pgbouncer) conn=(-h 127.0.0.1 -p $PGB_PORT -U orders) ;;
@@ -172,17 +183,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f�
 
 echo "pgbench ${T}s per cell, -c $C -j $J unless noted, scale $SCALE, $(nproc) cores; $(pgbouncer --version | head -n 1)"
 echo
-echo "| measure | direct TLS | pgvalet session | pgvalet transaction | PgBouncer transaction (mTLS) | pgvalet txn ÷ PgBouncer | pgvalet txn ÷ direct |"
-echo "|---|---|---|---|---|---|---|"
+echo "| measure | direct TLS | bare TCP hop | pgvalet session | pgvalet transaction | PgBouncer transaction (mTLS) | pgvalet txn ÷ PgBouncer | pgvalet txn ÷ direct | bare hop ÷ direct |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for what in S select1 latency connect; do
-  d=$(run direct $what); s=$(run session $what); t=$(run transaction $what); b=$(run pgbouncer $what)
+  d=$(run direct $what); h=$(run hop $what); s=$(run session $what); t=$(run transaction $what)
+  b=$(run pgbouncer $what)
   case $what in
     S) label="\`-S\` TPS" ;;
     select1) label="\`SELECT 1\` TPS" ;;
     latency) label="single-client \`SELECT 1\` latency, ms (lower is better)" ;;
     connect) label="new connections/s (\`-C -S -c 8 -j 8\`)" ;;
   esac
-  echo "| $label | $d | $s | $t | $b | $(ratio "$t" "$b") | $(ratio "$t" "$d") |"
+  echo "| $label | $d | $h | $s | $t | $b | $(ratio "$t" "$b") | $(ratio "$t" "$d") | $(ratio "$h" "$d") |"
 done
 # How much CPU each proxy spends per transaction: on a machine whose cores pgbench and Postgres
 # already fill, this is what decides throughput through a proxy.
@@ -192,6 +204,6 @@ for what in S select1; do
     S) label="proxy CPU per \`-S\` transaction, µs (lower is better)" ;;
     select1) label="proxy CPU per \`SELECT 1\`, µs (lower is better)" ;;
   esac
-  s=$(cpu session $what); t=$(cpu transaction $what); b=$(cpu pgbouncer $what)
-  echo "| $label | – | $s | $t | $b | $(ratio "$t" "$b") | – |"
+  h=$(cpu hop $what); s=$(cpu session $what); t=$(cpu transaction $what); b=$(cpu pgbouncer $what)
+  echo "| $label | – | $h | $s | $t | $b | $(ratio "$t" "$b") | – | – |"
 done
