@@ -86,7 +86,7 @@ pub enum FrontError {
     #[error("received unencrypted data after SSL request")]
     BytesAfterSslRequest,
     #[error(
-        "Feature not supported: pgvalet supports only version 3.0 of the PostgreSQL messaging protocol (the client asked for {major}.{minor})."
+        "Feature not supported: pgvalet supports only version 3 (3.0 to 3.2) of the PostgreSQL messaging protocol (the client asked for {major}.{minor})."
     )]
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("unexpected {0} inside TLS")]

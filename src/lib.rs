@@ -22,7 +22,8 @@
 //!   through rotation, with secret values hidden.
 //! - [`pool`]: backend connection pools per (route, database); session and transaction mode.
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
-//! - [`cancel`]: pgvalet's own cancel keys and their forwarding.
+//! - [`cancel`]: pgvalet's own cancel keys (3.0 and 3.2 layouts), their forwarding.
+//! - [`crypto`]: HMAC-SHA-256 and constant-time comparison, shared by SCRAM and cancel keys.
 //! - [`net`]: socket helpers shared by both sides.
 //! - [`config`]: the TOML file, `PGVALET_…` overrides and validation; [`error`]: error types
 //!   per layer.
@@ -37,6 +38,7 @@ pub mod cancel;
 pub mod check;
 pub mod config;
 pub mod credentials;
+pub mod crypto;
 pub mod error;
 pub mod metrics;
 pub mod net;

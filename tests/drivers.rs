@@ -66,3 +66,35 @@ async fn psycopg_and_asyncpg_statement_caches_work_in_transaction_mode() {
         .await;
     proxy.stop().await;
 }
+
+/// libpq 18 (psycopg's bundled libpq) asking for protocol 3.2 gets it, long cancel key and all,
+/// with and without direct TLS; psycopg's and asyncpg's own notifications carry the pid of
+/// their key; in session mode that pid is also `pg_backend_pid()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_32_cancel_and_pids_as_direct() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let port = proxy.port().to_string();
+    let pki = pki().display().to_string();
+    for (user, mode) in [("orders", "session"), ("txn", "transaction")] {
+        let out = python("protocol_and_pids.py", &[&port, &pki, user, "orders", mode]).await;
+        assert!(out.contains(&format!("{mode}: ok")), "{out}");
+        assert!(
+            out.contains("max_protocol_version=latest sslnegotiation=direct: protocol 30002"),
+            "{out}"
+        );
+    }
+    assert!(proxy.cancels.is_empty(), "every key was withdrawn");
+    proxy.stop().await;
+}
+
+/// A session-mode route without `max_size` takes its share of the backend's connections, so an
+/// application's own pool of 30 (asyncpg) plus a listener connection all work at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_pool_of_30_fits_a_session_mode_route() {
+    let proxy = Proxy::start().await;
+    let port = proxy.port().to_string();
+    let pki = pki().display().to_string();
+    let out = python("app_pool.py", &[&port, &pki, "orders", "orders"]).await;
+    assert!(out.contains("pool of 30 busy at once"), "{out}");
+    proxy.stop().await;
+}

@@ -71,35 +71,38 @@ async fn gssenc_is_declined_then_ssl_works() {
     proxy.stop().await;
 }
 
+/// NegotiateProtocolVersion as Postgres 18 sends it: the version the session runs as a full
+/// Int32 (3.2 for a client asking 3.2 or later) and the options pgvalet does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protocol_3_2_is_negotiated_down_to_3_0() {
+async fn protocol_negotiation_names_the_version_served() {
     let proxy = Proxy::start().await;
-    let mut tls = Raw::connect(proxy.port())
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
-    let params = [
-        ("user", "orders"),
-        ("database", "orders"),
-        ("_pq_.compression", "on"),
-    ];
-    tls.send(&startup_packet(0x0003_0002, &params)).await;
-    let msgs = tls.read_until_ready_or_error().await;
-    let v = &msgs[0];
-    assert_eq!(v.tag, b'v', "{msgs:?}");
-    assert_eq!(
-        &v.body[..8],
-        &[0, 0, 0, 0, 0, 0, 0, 1],
-        "newest minor 0, one option"
-    );
-    assert_eq!(&v.body[8..], b"_pq_.compression\0");
-    assert_eq!(msgs.last().unwrap().tag, b'Z');
-    // The 3.0 session works.
-    tls.send(&query_message("select current_user")).await;
-    let msgs = tls.read_until_ready_or_error().await;
-    let row = msgs.iter().find(|m| m.tag == b'D').expect("a data row");
-    assert!(row.body.ends_with(b"orders_svc"));
+    for (asked, served) in [(0x0003_0002u32, [0, 3, 0, 2]), (0x0003_0007, [0, 3, 0, 2])] {
+        let mut tls = Raw::connect(proxy.port())
+            .await
+            .start_tls(Some("orders"))
+            .await
+            .unwrap();
+        let params = [
+            ("user", "orders"),
+            ("database", "orders"),
+            ("_pq_.compression", "on"),
+        ];
+        tls.send(&startup_packet(asked, &params)).await;
+        let msgs = tls.read_until_ready_or_error().await;
+        let v = &msgs[0];
+        assert_eq!(v.tag, b'v', "{msgs:?}");
+        assert_eq!(&v.body[..4], &served, "the version served");
+        assert_eq!(&v.body[4..8], &[0, 0, 0, 1], "one option");
+        assert_eq!(&v.body[8..], b"_pq_.compression\0");
+        assert_eq!(msgs.last().unwrap().tag, b'Z');
+        let key = msgs.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+        assert_eq!(key.body.len(), 4 + 48, "a 3.2 session has a long key");
+        // The session works.
+        tls.send(&query_message("select current_user")).await;
+        let msgs = tls.read_until_ready_or_error().await;
+        let row = msgs.iter().find(|m| m.tag == b'D').expect("a data row");
+        assert!(row.body.ends_with(b"orders_svc"));
+    }
     proxy.stop().await;
 }
 
@@ -154,27 +157,39 @@ async fn a_cancel_that_reaches_the_wrong_instance_is_forwarded_to_its_peer() {
     let a = start(a_listener, 1, 2, b_addr).await;
     let b = start(b_listener, 2, 1, a_addr).await;
 
-    let mut tls = Raw::connect(a.port())
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
-    let msgs = login_ok(&mut tls, "orders").await;
-    let key = msgs.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
-    assert_eq!(
-        i32::from_be_bytes(key.body[..4].try_into().unwrap()) >> 23,
-        1,
-        "A's instance id is in the key"
-    );
-    tls.send(&query_message("select pg_sleep(30)")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The load balancer sends the cancel to B: B forwards it to A, whose key it is.
-    let mut raw = Raw::connect(b.port()).await;
-    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
-    cancel.extend(&key.body);
-    raw.send(&cancel).await;
-    let msgs = tls.read_until_ready_or_error().await;
-    assert_eq!(error_code(&msgs).as_deref(), Some("57014"), "{msgs:?}");
+    // A protocol 3.0 key (4-byte secret) and a 3.2 one (48 bytes) each name A in the secret.
+    for (version, secret_len) in [(196_608, 4), (196_610, 48)] {
+        let mut tls = Raw::connect(a.port())
+            .await
+            .start_tls(Some("orders"))
+            .await
+            .unwrap();
+        tls.send(&startup_packet(
+            version,
+            &[("user", "orders"), ("database", "orders")],
+        ))
+        .await;
+        let msgs = tls.read_until_ready_or_error().await;
+        assert!(
+            msgs.iter().all(|m| m.tag != b'v'),
+            "3.{} is served as asked: {msgs:?}",
+            version & 0xffff
+        );
+        let key = msgs.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+        assert_eq!(key.body.len(), 4 + secret_len);
+        let instance_at = if secret_len == 4 { 4 } else { 5 };
+        assert_eq!(key.body[instance_at], 1, "A's instance id is in the key");
+        tls.send(&query_message("select pg_sleep(30)")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The load balancer sends the cancel to B: B forwards it to A, whose key it is.
+        let mut raw = Raw::connect(b.port()).await;
+        let mut cancel = ((12 + secret_len) as u32).to_be_bytes().to_vec();
+        cancel.extend([0x04, 0xd2, 0x16, 0x2e]);
+        cancel.extend(&key.body);
+        raw.send(&cancel).await;
+        let msgs = tls.read_until_ready_or_error().await;
+        assert_eq!(error_code(&msgs).as_deref(), Some("57014"), "{msgs:?}");
+    }
     b.stop().await;
     a.stop().await;
 }

@@ -585,3 +585,48 @@ async fn copy_in_and_out_in_transaction_mode() {
     proxy.wait_for_pool("txn", "orders", stats(2, 0)).await;
     proxy.stop().await;
 }
+
+/// Without `max_size` a pool takes a share of the backend's connection slots, read from the
+/// backend: 2% of (200 `max_connections` less 3 reserved for superusers) is 3. The fourth
+/// session waits `borrow_timeout`, is refused with 53300, and gets in once a slot is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_sized_as_a_share_of_the_backend_connections() {
+    let share = r#"
+[[routes]]
+name = "share"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["share"]
+databases = ["orders"]
+backend = "main"
+credentials = "orders"
+max_connections_percent = 2
+borrow_timeout = "1s"
+"#;
+    let proxy = Proxy::start_with("", share).await;
+    let port = proxy.port();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let client = pg_connect(port, "orders", "share", "orders").await.unwrap();
+        client.query_one("select 1", &[]).await.unwrap();
+        sessions.push(client);
+    }
+    proxy.wait_for_pool("share", "orders", stats(0, 3)).await;
+    let limit = proxy
+        .reloader
+        .pools()
+        .all()
+        .iter()
+        .find(|p| p.name() == "share/orders")
+        .map(|p| p.limit());
+    assert_eq!(limit, Some(3));
+    let started = std::time::Instant::now();
+    let refused = pg_connect(port, "orders", "share", "orders")
+        .await
+        .expect_err("a fourth session has no slot");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    assert_eq!(sqlstate(&refused).as_deref(), Some("53300"), "{refused:?}");
+    sessions.pop();
+    let client = pg_connect(port, "orders", "share", "orders").await.unwrap();
+    client.query_one("select 1", &[]).await.unwrap();
+    proxy.stop().await;
+}

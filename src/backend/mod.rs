@@ -361,6 +361,12 @@ impl Connection {
     /// up to its ReadyForQuery. ParameterStatus changes are recorded; an ErrorResponse or
     /// anything unexpected fails it, and the connection should then be discarded.
     pub async fn simple_query(&mut self, sql: &str) -> Result<(), BackendError> {
+        self.query_value(sql).await.map(drop)
+    }
+
+    /// Like [`Connection::simple_query`], and returns the first column of the first row, if the
+    /// query returned one that is not NULL.
+    pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
         let name = self.target.name.clone();
         let protocol = |what: String| BackendError::Protocol {
             backend: name.clone(),
@@ -371,6 +377,7 @@ impl Connection {
         write(&mut self.stream, &out, &self.target.name).await?;
         let mut buf = std::mem::take(&mut self.pending);
         let mut failed = None;
+        let mut value = None;
         loop {
             let frame = match frame::split(&mut buf, MAX_LOGIN_MESSAGE) {
                 Ok(Some(frame)) => frame,
@@ -395,7 +402,7 @@ impl Connection {
                     self.status = frame.body().first().copied().unwrap_or(b'I');
                     self.pending = buf;
                     return match failed {
-                        None => Ok(()),
+                        None => Ok(value),
                         Some(message) => Err(protocol(format!("\"{sql}\" failed: {message}"))),
                     };
                 }
@@ -407,7 +414,8 @@ impl Connection {
                         self.set_param(k, v);
                     }
                 }
-                // CommandComplete, EmptyQueryResponse, NoticeResponse, rows of a SELECT.
+                b'D' if value.is_none() => value = msg::first_column(frame.body()),
+                // CommandComplete, EmptyQueryResponse, NoticeResponse, other rows.
                 _ => {}
             }
         }

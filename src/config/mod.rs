@@ -262,9 +262,15 @@ pub struct RouteConfig {
     /// `session`: a backend connection per client session; `transaction`: per transaction.
     #[serde(default)]
     pub pool_mode: PoolMode,
-    /// Backend connections of this route's pool (per database), in use and idle together.
-    #[serde(default = "defaults::max_size")]
-    pub max_size: usize,
+    /// Backend connections of this route's pool (per database), in use and idle together: a
+    /// fixed number. Leave it out to size the pool from the backend instead
+    /// (`max_connections_percent`).
+    pub max_size: Option<usize>,
+    /// Without `max_size`: the pool may use this share (1-100) of the backend's connection
+    /// slots, `max_connections` less the slots Postgres reserves for superusers, read from the
+    /// backend at the pool's first connection. Default 100, as RDS Proxy's
+    /// `MaxConnectionsPercent`.
+    pub max_connections_percent: Option<u8>,
     /// Idle connections kept open, made at start and after each one is retired.
     #[serde(default)]
     pub min_idle: usize,
@@ -293,7 +299,27 @@ pub enum PoolMode {
     Transaction,
 }
 
+/// How big a route's pool may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSize {
+    /// `max_size` connections.
+    Fixed(usize),
+    /// This percentage of the backend's connection slots.
+    Percent(u8),
+}
+
 impl RouteConfig {
+    /// The pool size the route asks for.
+    pub fn pool_size(&self) -> PoolSize {
+        match self.max_size {
+            Some(n) => PoolSize::Fixed(n),
+            None => PoolSize::Percent(
+                self.max_connections_percent
+                    .unwrap_or_else(defaults::max_connections_percent),
+            ),
+        }
+    }
+
     /// The user names a client may present on this route.
     pub fn users(&self) -> Vec<&str> {
         match &self.users {
@@ -334,8 +360,8 @@ mod defaults {
     pub fn previous_grace() -> Duration {
         Duration::from_secs(900)
     }
-    pub fn max_size() -> usize {
-        20
+    pub fn max_connections_percent() -> u8 {
+        100
     }
     pub fn borrow_timeout() -> Duration {
         Duration::from_secs(30)

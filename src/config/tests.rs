@@ -35,6 +35,28 @@ fn good_config_gets_defaults() {
     assert_eq!(c.backends["main"].tls, BackendTls::VerifyFull);
     assert_eq!(c.backends["main"].server_name(), "127.0.0.1");
     assert_eq!(c.routes[0].users(), vec!["orders"]);
+    assert_eq!(c.routes[0].pool_size(), PoolSize::Percent(100));
+}
+
+#[test]
+fn pool_size_is_fixed_or_a_share_of_the_backend() {
+    let route = |extra: &str| parse(&format!("{GOOD}{extra}\n"));
+    let c = route("max_size = 7").unwrap();
+    assert_eq!(c.routes[0].pool_size(), PoolSize::Fixed(7));
+    let c = route("max_connections_percent = 40").unwrap();
+    assert_eq!(c.routes[0].pool_size(), PoolSize::Percent(40));
+    for (extra, key) in [
+        (
+            "max_size = 7\nmax_connections_percent = 40",
+            "max_connections_percent",
+        ),
+        ("max_connections_percent = 0", "max_connections_percent"),
+        ("max_connections_percent = 101", "max_connections_percent"),
+        ("max_size = 2\nmin_idle = 3", "min_idle"),
+    ] {
+        let err = route(extra).unwrap_err();
+        assert!(err.contains(&format!("routes[0].{key}")), "{extra}: {err}");
+    }
 }
 
 #[test]
@@ -231,7 +253,7 @@ fn environment_overrides_and_whole_config() {
     )
     .unwrap();
     assert_eq!(c.listen_addr.to_string(), "0.0.0.0:7000");
-    assert_eq!(c.routes[0].max_size, 42);
+    assert_eq!(c.routes[0].max_size, Some(42));
     assert_eq!(c.metrics.unwrap().addr.to_string(), "127.0.0.1:9931");
     assert_eq!(
         applied,

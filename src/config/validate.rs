@@ -94,14 +94,24 @@ impl Config {
                     "is empty, so the route allows nothing; list databases or write [\"*\"]".into(),
                 );
             }
-            if route.max_size == 0 {
-                return fail(key("max_size"), "must be at least 1".into());
-            }
-            if route.min_idle > route.max_size {
-                return fail(
-                    key("min_idle"),
-                    format!("is larger than max_size ({})", route.max_size),
-                );
+            match (route.max_size, route.max_connections_percent) {
+                (Some(0), _) => return fail(key("max_size"), "must be at least 1".into()),
+                (Some(_), Some(_)) => {
+                    return fail(
+                        key("max_connections_percent"),
+                        "cannot be set with max_size: give a fixed size or a share of the backend's connections, not both".into(),
+                    );
+                }
+                (None, Some(p)) if !(1..=100).contains(&p) => {
+                    return fail(
+                        key("max_connections_percent"),
+                        format!("is {p}; it must be between 1 and 100"),
+                    );
+                }
+                (Some(max), None) if route.min_idle > max => {
+                    return fail(key("min_idle"), format!("is larger than max_size ({max})"));
+                }
+                _ => {}
             }
             if route.borrow_timeout.is_zero() {
                 return fail(key("borrow_timeout"), "must be longer than 0".into());

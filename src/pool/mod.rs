@@ -3,16 +3,21 @@
 //! age and idleness, checks a connection that sat idle before reusing it, and keeps `min_idle`
 //! warm.
 //!
-//! Slots: a FIFO semaphore of `max_size` permits counts connections checked out or being made;
-//! idle connections hold none, so in use + idle never exceeds `max_size`, waiting clients are
-//! served first come first served, and a connection that is dropped anywhere (client gone
-//! mid-query, backend crash) gives its slot back through the permit it carries.
+//! Slots: a FIFO semaphore of permits, one per connection the pool may have, counts connections
+//! checked out or being made; idle connections hold none, so in use + idle never exceeds the
+//! pool's size, waiting clients are served first come first served, and a connection that is
+//! dropped anywhere (client gone mid-query, backend crash) gives its slot back through the permit
+//! it carries.
+//!
+//! Size: a route's fixed `max_size`, or a share of the backend's connection slots. In the second
+//! case the pool starts with one permit; its first connection reads the backend's
+//! `max_connections` (less the superuser reserve) and the pool grows to its share.
 
 mod connect;
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::backend::{Connection, Target};
-use crate::config::{PoolMode, RouteConfig};
+use crate::config::{PoolMode, PoolSize, RouteConfig};
 use crate::credentials::Store;
 use crate::error::{BackendError, ClientError};
 
@@ -34,6 +39,10 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
 const MAX_PREPARED_PER_CONNECTION: usize = 1000;
 /// How long the check (and a reset) may take.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+/// The connection slots a backend has for ordinary users.
+const BACKEND_SLOTS: &str = "SELECT current_setting('max_connections')::int \
+    - current_setting('superuser_reserved_connections')::int \
+    - coalesce(current_setting('reserved_connections', true)::int, 0)";
 
 #[derive(Debug, Error)]
 pub enum PoolError {
@@ -83,7 +92,7 @@ struct Idle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub mode: PoolMode,
-    pub max_size: usize,
+    pub size: PoolSize,
     pub min_idle: usize,
     pub borrow_timeout: Duration,
     pub idle_timeout: Duration,
@@ -95,7 +104,7 @@ impl Settings {
     pub fn from_route(route: &RouteConfig) -> Settings {
         Settings {
             mode: route.pool_mode,
-            max_size: route.max_size,
+            size: route.pool_size(),
             min_idle: route.min_idle,
             borrow_timeout: route.borrow_timeout,
             idle_timeout: route.idle_timeout,
@@ -116,6 +125,10 @@ pub struct Pool {
     database: String,
     store: Arc<Store>,
     slots: Arc<Semaphore>,
+    /// The permits `slots` was given: the pool's size.
+    limit: AtomicUsize,
+    /// A share-of-the-backend pool has read the backend's slots and grown to its size.
+    sized: AtomicBool,
     idle: Mutex<Vec<Idle>>,
     waiting: AtomicUsize,
     pins: AtomicUsize,
@@ -150,6 +163,12 @@ impl Pool {
         self.settings.mode
     }
 
+    /// The most connections the pool may have (1 until a share-of-the-backend pool has read the
+    /// backend's slots).
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
         // Critical sections are single pushes, pops and retains.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
@@ -158,7 +177,7 @@ impl Pool {
     pub fn stats(&self) -> Stats {
         Stats {
             idle: self.idle().len(),
-            active: self.settings.max_size - self.slots.available_permits(),
+            active: self.limit() - self.slots.available_permits(),
             waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
@@ -255,9 +274,37 @@ impl Pool {
             params,
         };
         let target = login.target.name.clone();
-        let conn = login_through_rotation(&self.store, login).await;
+        let mut conn = login_through_rotation(&self.store, login).await;
         crate::metrics::backend_connect(&target, conn.is_ok());
+        if let (Ok(conn), PoolSize::Percent(percent)) = (&mut conn, self.settings.size)
+            && !self.sized.swap(true, Ordering::AcqRel)
+        {
+            self.grow_to_share(conn, percent).await;
+        }
         conn
+    }
+
+    /// Reads the backend's connection slots on `conn` and grows the pool to `percent` of them.
+    /// On failure the next new connection tries again.
+    async fn grow_to_share(&self, conn: &mut Connection, percent: u8) {
+        let read =
+            tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.query_value(BACKEND_SLOTS)).await;
+        let slots = match read {
+            Ok(Ok(Some(value))) => value.parse::<usize>().ok(),
+            _ => None,
+        };
+        let Some(slots) = slots else {
+            tracing::warn!(pool = %self.name, "could not read the backend's max_connections; the pool stays at one connection until it can");
+            self.sized.store(false, Ordering::Release);
+            return;
+        };
+        let size = (slots * usize::from(percent) / 100).max(1);
+        self.slots.add_permits(size.saturating_sub(self.limit()));
+        self.limit.store(size.max(self.limit()), Ordering::Relaxed);
+        tracing::info!(
+            pool = %self.name, backend_slots = slots, percent, size,
+            "pool sized from the backend's max_connections"
+        );
     }
 
     fn expired(&self, idle: &Idle, now: Instant) -> bool {
@@ -413,6 +460,10 @@ impl Pools {
     /// The pool of `route` for `database`.
     pub fn get(&self, route: &RouteConfig, target: &Arc<Target>, database: &str) -> Arc<Pool> {
         let key = (route.name.clone(), database.to_owned());
+        let initial = match route.pool_size() {
+            PoolSize::Fixed(n) => n,
+            PoolSize::Percent(_) => 1,
+        };
         self.pools()
             .entry(key)
             .or_insert_with(|| {
@@ -425,7 +476,9 @@ impl Pools {
                     use_secret_address: route.use_secret_address,
                     database: database.to_owned(),
                     store: self.store.clone(),
-                    slots: Arc::new(Semaphore::new(route.max_size)),
+                    slots: Arc::new(Semaphore::new(initial)),
+                    limit: AtomicUsize::new(initial),
+                    sized: AtomicBool::new(false),
                     idle: Mutex::new(Vec::new()),
                     waiting: AtomicUsize::new(0),
                     pins: AtomicUsize::new(0),

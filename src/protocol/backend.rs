@@ -85,6 +85,18 @@ pub fn backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
     Some((i32::from_be_bytes(*pid), i32::from_be_bytes(secret)))
 }
 
+/// The first column of a DataRow body, as text; `None` for NULL, no columns or a malformed row.
+pub fn first_column(body: &[u8]) -> Option<String> {
+    let (count, rest) = body.split_first_chunk::<2>()?;
+    if u16::from_be_bytes(*count) == 0 {
+        return None;
+    }
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+    let value = rest.get(..len)?;
+    Some(String::from_utf8_lossy(value).into_owned())
+}
+
 fn cstr(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let nul = bytes.iter().position(|&b| b == 0)?;
     let text = std::str::from_utf8(&bytes[..nul]).ok()?;
@@ -129,5 +141,9 @@ mod tests {
         assert_eq!(parameter_status(b"TimeZone\0UTC"), None);
         assert_eq!(backend_key_data(&[0, 0, 0, 9, 0, 0, 0, 1]), Some((9, 1)));
         assert_eq!(backend_key_data(&[0, 0, 0, 9, 0, 0, 0]), None);
+        assert_eq!(first_column(b"\0\x01\0\0\0\x0297").as_deref(), Some("97"));
+        assert_eq!(first_column(b"\0\x01\xff\xff\xff\xff"), None, "NULL");
+        assert_eq!(first_column(b"\0\x01\0\0\0\x0597"), None, "short");
+        assert_eq!(first_column(b"\0\0"), None);
     }
 }

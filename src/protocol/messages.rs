@@ -3,9 +3,7 @@
 use bytes::BytesMut;
 use pgwire::messages::Message;
 use pgwire::messages::response::ErrorResponse;
-use pgwire::messages::startup::{
-    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
-};
+use pgwire::messages::startup::{Authentication, NegotiateProtocolVersion, ParameterStatus};
 
 /// `FATAL` or `ERROR`.
 #[derive(Debug, Clone, Copy)]
@@ -37,13 +35,26 @@ pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     encode(ParameterStatus::new(name.to_owned(), value.to_owned()), buf);
 }
 
-pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
-    encode(BackendKeyData::new(pid, SecretKey::I32(secret)), buf);
+/// `BackendKeyData`: a 4-byte secret for protocol 3.0, longer ones for 3.2.
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: &[u8]) {
+    buf.extend_from_slice(b"K");
+    buf.extend_from_slice(&(8 + secret.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&pid.to_be_bytes());
+    buf.extend_from_slice(secret);
 }
 
-/// `NegotiateProtocolVersion`: pgvalet speaks 3.0 and none of the `_pq_.` options.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported_options: Vec<String>) {
-    encode(NegotiateProtocolVersion::new(0, unsupported_options), buf);
+/// `NegotiateProtocolVersion` as Postgres sends it: the newest version both sides speak
+/// (major 3, `minor`) as one Int32, and the `_pq_.` options pgvalet does not know (all of them).
+pub fn negotiate_protocol_version(
+    buf: &mut BytesMut,
+    minor: u16,
+    unsupported_options: Vec<String>,
+) {
+    let version = (3 << 16) | i32::from(minor);
+    encode(
+        NegotiateProtocolVersion::new(version, unsupported_options),
+        buf,
+    );
 }
 
 /// `ReadyForQuery` with the transaction status byte (`I`, `T` or `E`).
@@ -74,14 +85,18 @@ mod tests {
     fn startup_replies() {
         let mut buf = BytesMut::new();
         authentication_ok(&mut buf);
-        backend_key_data(&mut buf, 7, -1);
+        backend_key_data(&mut buf, 7, &[0xff; 4]);
         ready_for_query(&mut buf, b'I');
         assert_eq!(
             &buf[..],
             b"R\0\0\0\x08\0\0\0\0K\0\0\0\x0c\0\0\0\x07\xff\xff\xff\xffZ\0\0\0\x05I"
         );
         let mut buf = BytesMut::new();
-        negotiate_protocol_version(&mut buf, vec!["_pq_.x".into()]);
-        assert_eq!(&buf[..], b"v\0\0\0\x13\0\0\0\0\0\0\0\x01_pq_.x\0");
+        negotiate_protocol_version(&mut buf, 2, vec!["_pq_.x".into()]);
+        assert_eq!(&buf[..], b"v\0\0\0\x13\0\x03\0\x02\0\0\0\x01_pq_.x\0");
+        let mut buf = BytesMut::new();
+        backend_key_data(&mut buf, 9, &[7; 32]);
+        assert_eq!(&buf[..9], b"K\0\0\0\x28\0\0\0\x09");
+        assert_eq!(buf.len(), 1 + 40);
     }
 }

@@ -6,9 +6,9 @@
 //! checked against several of them: the current secret and, during a rotation window, the
 //! previous one.
 
+use crate::crypto::{constant_time_eq, hmac_sha256 as hmac};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
@@ -38,14 +38,6 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Keys(***)")
     }
-}
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
 }
 
 /// Derives the keys for `password` (normalized with SASLprep where it can be, as Postgres does).
@@ -239,10 +231,6 @@ impl Exchange {
         }
         Err(ScramError::WrongPassword)
     }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

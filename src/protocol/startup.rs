@@ -8,6 +8,10 @@ const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
 
+/// The newest minor version of protocol 3 pgvalet serves to clients (3.2: long cancel keys),
+/// whatever its backends speak.
+pub const LATEST_MINOR: u16 = 2;
+
 /// A decoded first packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstPacket {
@@ -38,6 +42,12 @@ impl Startup {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The minor version of protocol 3 the session runs: what the client asked for, up to
+    /// [`LATEST_MINOR`].
+    pub fn served_minor(&self) -> u16 {
+        self.minor.min(LATEST_MINOR)
     }
 
     /// Protocol options (`_pq_.*`) the client asked for; pgvalet supports none.

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::authz;
 use crate::backend::Connection;
 use crate::cancel::{self, Registry};
+use crate::config::PoolMode;
 use crate::error::{ClientError, FrontError};
 use crate::metrics::{ClientPhase, ClientState, Traffic};
 use crate::pool::PoolError;
@@ -35,6 +36,7 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let mut client_state = ClientState::new();
+    let local = tcp.local_addr().ok().map(|a| a.ip());
     let deadline = started + state.config.handshake_timeout;
     // The client's own address: the socket's, or what a trusted load balancer says it is.
     let peer = match client_address(&mut tcp, peer, &state.config, deadline).await {
@@ -48,8 +50,8 @@ pub async fn serve(
     match arrival {
         Err(e) => log_refusal(started, peer, None, &e),
         Ok(Arrival::Cancel(key)) => {
-            let instance = cancel::instance_of(key.pid);
-            if instance == state.config.instance_id {
+            let instance = cancel::instance_of(&key.secret).unwrap_or(state.config.instance_id);
+            if cancels.is_own(&key) {
                 let outcome = cancels.cancel(&key).await;
                 crate::metrics::cancel(outcome.as_str());
                 tracing::info!(%peer, pid = key.pid, outcome = outcome.as_str(), "cancel request");
@@ -74,6 +76,7 @@ pub async fn serve(
         Ok(Arrival::Client(client)) => {
             let at = Start {
                 peer,
+                local,
                 deadline,
                 started,
             };
@@ -85,6 +88,8 @@ pub async fn serve(
 /// Where and when a client arrived.
 struct Start {
     peer: SocketAddr,
+    /// This instance's address as the client reached it.
+    local: Option<std::net::IpAddr>,
     deadline: Instant,
     started: Instant,
 }
@@ -99,6 +104,7 @@ async fn session(
 ) {
     let Start {
         peer,
+        local,
         deadline,
         started,
     } = at;
@@ -181,7 +187,16 @@ async fn session(
     };
     client_state.set(ClientPhase::Active);
     crate::metrics::handshake("ok", started.elapsed());
-    let ticket = cancels.issue();
+    // In session mode the client sees its backend's own process id, as it would direct; in
+    // transaction mode its backend changes, so the id is pgvalet's.
+    let ticket = cancels.issue(cancel::Wanted {
+        pid: match pool.mode() {
+            PoolMode::Session => backend.key.map(|(pid, _)| pid),
+            PoolMode::Transaction => None,
+        },
+        long: client.startup.served_minor() >= 2,
+        issuer: local,
+    });
     ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
     let greeting = greeting(&client, &mut backend, &ticket);
     tracing::info!(
@@ -266,20 +281,20 @@ async fn client_address(
 }
 
 /// What the client hears after its startup packet: the protocol answer if it asked for more than
-/// 3.0, AuthenticationOk, the backend's ParameterStatus values, pgvalet's own cancel key, any
+/// pgvalet serves or for protocol options, AuthenticationOk, the backend's ParameterStatus values, pgvalet's own cancel key, any
 /// login notices, ReadyForQuery, and whatever the backend already sent beyond it.
 fn greeting(client: &Client, backend: &mut Connection, ticket: &cancel::Ticket) -> BytesMut {
     let mut out = BytesMut::with_capacity(1024);
     let options = client.startup.protocol_options();
-    if client.startup.minor > 0 || !options.is_empty() {
-        messages::negotiate_protocol_version(&mut out, options);
+    let minor = client.startup.served_minor();
+    if client.startup.minor > minor || !options.is_empty() {
+        messages::negotiate_protocol_version(&mut out, minor, options);
     }
     messages::authentication_ok(&mut out);
     for (name, value) in &backend.params {
         messages::parameter_status(&mut out, name, value);
     }
-    let (pid, secret) = ticket.key();
-    messages::backend_key_data(&mut out, pid, secret);
+    messages::backend_key_data(&mut out, ticket.pid(), ticket.secret());
     for notice in backend.notices.drain(..) {
         out.extend_from_slice(&notice);
     }

@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 /// Largest message either side may send (Postgres' own limit is 1 GiB).
 const MAX_MESSAGE: usize = 1 << 30;
-/// Largest message the relay reads whole (ParameterStatus, ReadyForQuery, Terminate).
+/// Largest message the relay reads whole (ParameterStatus, ReadyForQuery, Terminate, and
+/// NotificationResponse, whose payload Postgres keeps under 8000 bytes).
 const MAX_HELD: usize = 8192;
 /// Largest Parse, Bind, Describe or Close in transaction mode, where they are read whole to
 /// rename statements.
@@ -314,7 +315,7 @@ impl State<'_> {
                 .backend_scan
                 .next(
                     &self.from_backend[end..],
-                    |tag| matches!(tag, b'Z' | b'S' | b'1'),
+                    |tag| matches!(tag, b'Z' | b'S' | b'1' | b'A'),
                     MAX_HELD,
                     MAX_MESSAGE,
                 )
@@ -351,6 +352,19 @@ impl State<'_> {
                     } else {
                         end += len;
                     }
+                }
+                Item::Whole { tag: b'A', len } => {
+                    // A notification from the client's own backend names the process id the
+                    // client was given, so a driver can tell its own notifications apart.
+                    let pid_at = end + 5..end + 9;
+                    let pid = self
+                        .from_backend
+                        .get(pid_at.clone())
+                        .map(|b| i32::from_be_bytes(b.try_into().unwrap_or_default()));
+                    if pid.is_some() && pid == backend.key.map(|(pid, _)| pid) {
+                        self.from_backend[pid_at].copy_from_slice(&self.ticket.pid().to_be_bytes());
+                    }
+                    end += len;
                 }
                 Item::Whole { len, .. } => {
                     if let Some((name, value)) = crate::protocol::backend::parameter_status(

@@ -1,25 +1,31 @@
-//! Cancel keys. pgvalet hands each client its own BackendKeyData (the instance id in the high
-//! bits of the process id, a random secret) and maps it to the backend connection serving that
-//! client right now, so a CancelRequest reaches the right backend with that backend's real key.
+//! Cancel keys. pgvalet hands each client its own BackendKeyData (layout in [`key`]) and maps
+//! it to the backend connection serving that client right now, so a CancelRequest reaches the
+//! right backend with that backend's real key.
+
+pub mod key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::{self, Target};
 use crate::protocol::startup::CancelKey;
+pub use key::{Wanted, instance_of};
 
 /// Which backend process a client's cancel goes to, if it is running anything.
 type Slot = Option<(Arc<Target>, (i32, i32))>;
 
 struct Entry {
-    secret: i32,
+    secret: Box<[u8]>,
     slot: Arc<Mutex<Slot>>,
 }
 
-/// All cancel keys this instance has handed out and not yet taken back.
+/// All cancel keys this instance has handed out and not yet taken back. Keys are found by
+/// process id, then secret: in session mode the process id is the backend's, and two backends
+/// (or a backend and a transaction-mode key) may share one.
 pub struct Registry {
     instance_id: u8,
-    entries: Mutex<HashMap<i32, Entry>>,
+    tagger: key::Tagger,
+    entries: Mutex<HashMap<i32, Vec<Entry>>>,
 }
 
 /// What became of a CancelRequest.
@@ -48,35 +54,35 @@ impl Registry {
     pub fn new(instance_id: u8) -> Arc<Registry> {
         Arc::new(Registry {
             instance_id,
+            tagger: key::Tagger::random(),
             entries: Mutex::new(HashMap::new()),
         })
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<i32, Entry>> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<i32, Vec<Entry>>> {
         // A panic while holding this lock cannot leave the map inconsistent: every critical
         // section is a single insert, remove or lookup.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Issues a fresh key for a client session. The key is withdrawn when the ticket drops.
-    pub fn issue(self: &Arc<Self>) -> Ticket {
-        let secret: i32 = rand::random();
+    pub fn issue(self: &Arc<Self>, wanted: Wanted) -> Ticket {
         let slot = Arc::new(Mutex::new(None));
         let mut entries = self.entries();
-        let pid = loop {
-            // Bit 31 clear (a positive pid, as clients expect), 8 bits of instance id, 23 random.
-            let pid = (i32::from(self.instance_id) << 23) | (rand::random::<i32>() & 0x7f_ffff);
-            if pid != 0 && !entries.contains_key(&pid) {
-                break pid;
+        let (pid, secret) = loop {
+            let (pid, secret) = key::make(self.instance_id, &self.tagger, wanted);
+            // A random 3.0 key may repeat one in use; make another.
+            let taken = entries
+                .get(&pid)
+                .is_some_and(|list| list.iter().any(|e| *e.secret == *secret));
+            if !taken {
+                break (pid, secret.into_boxed_slice());
             }
         };
-        entries.insert(
-            pid,
-            Entry {
-                secret,
-                slot: slot.clone(),
-            },
-        );
+        entries.entry(pid).or_default().push(Entry {
+            secret: secret.clone(),
+            slot: slot.clone(),
+        });
         Ticket {
             registry: self.clone(),
             pid,
@@ -87,24 +93,37 @@ impl Registry {
 
     /// Number of keys handed out and still held by sessions.
     pub fn len(&self) -> usize {
-        self.entries().len()
+        self.entries().values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether a key was issued by this instance, as far as its secret says (a key that names
+    /// no instance is looked up here too).
+    pub fn is_own(&self, key: &CancelKey) -> bool {
+        instance_of(&key.secret).is_none_or(|id| id == self.instance_id)
+    }
+
     /// Forwards a client's CancelRequest to the backend serving that client.
     pub async fn cancel(&self, key: &CancelKey) -> Outcome {
         let target = {
             let entries = self.entries();
-            let Some(entry) = entries.get(&key.pid) else {
+            let Some(list) = entries.get(&key.pid) else {
                 return Outcome::Unknown;
             };
-            if !same_secret(entry.secret, &key.secret) {
-                return Outcome::Unknown;
+            // Every entry of the pid is compared, so the time says nothing about which matched.
+            let mut found = None;
+            for entry in list {
+                if key::constant_time_eq(&entry.secret, &key.secret) {
+                    found = Some(entry.slot.clone());
+                }
             }
-            let slot = entry.slot.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = found else {
+                return Outcome::Unknown;
+            };
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.clone()
         };
         let Some((target, backend_key)) = target else {
@@ -118,11 +137,6 @@ impl Registry {
             }
         }
     }
-}
-
-/// The instance id a cancel key's process id carries.
-pub fn instance_of(pid: i32) -> u8 {
-    ((pid >> 23) & 0xff) as u8
 }
 
 /// Passes a CancelRequest on, unchanged, to the peer instance that issued its key.
@@ -143,29 +157,23 @@ pub async fn forward_to_peer(addr: std::net::SocketAddr, key: &CancelKey) -> std
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Compares without an early exit, so the time taken says nothing about the secret.
-fn same_secret(expected: i32, given: &[u8]) -> bool {
-    let expected = expected.to_be_bytes();
-    given.len() == expected.len()
-        && expected
-            .iter()
-            .zip(given)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// A session's cancel key. Dropping it withdraws the key.
 pub struct Ticket {
     registry: Arc<Registry>,
     pid: i32,
-    secret: i32,
+    secret: Box<[u8]>,
     slot: Arc<Mutex<Slot>>,
 }
 
 impl Ticket {
-    /// The (process id, secret) to send the client in BackendKeyData.
-    pub fn key(&self) -> (i32, i32) {
-        (self.pid, self.secret)
+    /// The process id sent to the client in BackendKeyData.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The secret sent to the client in BackendKeyData.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// Points cancels at `backend` (its real key), or at nothing with `None`.
@@ -176,7 +184,13 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.registry.entries().remove(&self.pid);
+        let mut entries = self.registry.entries();
+        if let Some(list) = entries.get_mut(&self.pid) {
+            list.retain(|e| !Arc::ptr_eq(&e.slot, &self.slot));
+            if list.is_empty() {
+                entries.remove(&self.pid);
+            }
+        }
     }
 }
 
@@ -184,27 +198,53 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
+    fn cancel_key(ticket: &Ticket) -> CancelKey {
+        CancelKey {
+            pid: ticket.pid(),
+            secret: ticket.secret().to_vec(),
+        }
+    }
+
     #[tokio::test]
     async fn keys_carry_instance_and_are_withdrawn() {
         let registry = Registry::new(5);
-        let ticket = registry.issue();
-        let (pid, secret) = ticket.key();
-        assert!(pid > 0);
-        assert_eq!(pid >> 23, 5);
-        assert_eq!(instance_of(pid), 5);
+        let wanted = Wanted {
+            pid: None,
+            long: false,
+            issuer: None,
+        };
+        let ticket = registry.issue(wanted);
+        assert!(ticket.pid() > 0);
+        assert_eq!(instance_of(ticket.secret()), Some(5));
         assert_eq!(registry.len(), 1);
-        let key = CancelKey {
-            pid,
-            secret: secret.to_be_bytes().to_vec(),
-        };
+        let key = cancel_key(&ticket);
+        assert!(registry.is_own(&key));
         assert_eq!(registry.cancel(&key).await, Outcome::Idle);
-        let wrong = CancelKey {
-            pid,
-            secret: (secret ^ 1).to_be_bytes().to_vec(),
-        };
+        let mut wrong = key.clone();
+        wrong.secret[3] ^= 1;
         assert_eq!(registry.cancel(&wrong).await, Outcome::Unknown);
         drop(ticket);
         assert!(registry.is_empty());
         assert_eq!(registry.cancel(&key).await, Outcome::Unknown);
+    }
+
+    #[tokio::test]
+    async fn sessions_sharing_a_backend_pid_keep_their_own_keys() {
+        let registry = Registry::new(1);
+        let wanted = |long| Wanted {
+            pid: Some(777),
+            long,
+            issuer: None,
+        };
+        let (a, b) = (registry.issue(wanted(false)), registry.issue(wanted(true)));
+        assert_eq!((a.pid(), b.pid()), (777, 777));
+        assert_eq!(b.secret().len(), key::LONG_LEN);
+        assert_eq!(registry.len(), 2);
+        let (key_a, key_b) = (cancel_key(&a), cancel_key(&b));
+        drop(a);
+        assert_eq!(registry.cancel(&key_a).await, Outcome::Unknown);
+        assert_eq!(registry.cancel(&key_b).await, Outcome::Idle);
+        let other = Registry::new(2);
+        assert!(!other.is_own(&key_b), "another instance's key");
     }
 }

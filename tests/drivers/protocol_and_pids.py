@@ -1,0 +1,97 @@
+"""What a driver reads about its own connection through pgvalet, as it reads it direct:
+the protocol version it negotiated (libpq 18 asks for 3.2), the backend process id of its cancel
+key, the pid of its own notifications, and a cancel with the key it holds.
+
+    python protocol_and_pids.py PORT PKI_DIR USER DATABASE MODE
+
+MODE is `session` or `transaction`: in session mode `pg_backend_pid()` must agree with the key's
+process id too; in transaction mode the backend changes between transactions, so it need not.
+"""
+
+import asyncio
+import ssl
+import sys
+import threading
+import time
+
+import asyncpg
+import psycopg
+from psycopg import errors
+
+PORT, PKI, USER, DB, MODE = sys.argv[1:6]
+CA, CRT, KEY = f"{PKI}/ca.crt", f"{PKI}/orders.crt", f"{PKI}/orders.key"
+BASE = (
+    f"host=127.0.0.1 port={PORT} dbname={DB} user={USER} sslmode=verify-full "
+    f"sslrootcert={CA} sslcert={CRT} sslkey={KEY}"
+)
+
+
+def cancel_a_sleep(conn, how):
+    """Runs pg_sleep(30) and cancels it from another thread; returns the seconds it took."""
+    started = time.monotonic()
+    timer = threading.Timer(0.5, how)
+    timer.start()
+    try:
+        conn.execute("select pg_sleep(30)")
+    except errors.QueryCanceled:
+        pass
+    else:
+        raise AssertionError("pg_sleep was not cancelled")
+    finally:
+        timer.cancel()
+    took = time.monotonic() - started
+    assert took < 10, f"the cancel took {took:.1f} s"
+    # The session goes on after the cancel.
+    assert conn.execute("select 41 + 1").fetchone()[0] == 42
+    return took
+
+
+def protocol(extra, want):
+    with psycopg.connect(f"{BASE} {extra}", autocommit=True) as conn:
+        got = conn.pgconn.full_protocol_version
+        assert got == want, f"{extra!r}: protocol {got}, expected {want}"
+        # libpq's own cancel (PQcancelCreate: the key it was given, of whatever length) ...
+        cancel_a_sleep(conn, conn.cancel_safe)
+        # ... and the older PQcancel path psycopg keeps for compatibility.
+        cancel_a_sleep(conn, conn.cancel)
+        key_pid = conn.info.backend_pid
+        if MODE == "session":
+            assert conn.execute("select pg_backend_pid()").fetchone()[0] == key_pid
+    print(f"{extra or 'default'}: protocol {want}, cancel ok")
+
+
+def psycopg_notify():
+    with psycopg.connect(BASE, autocommit=True) as conn:
+        conn.execute("listen pgvalet_pids")
+        conn.execute("notify pgvalet_pids, 'mine'")
+        notes = list(conn.notifies(timeout=5, stop_after=1))
+        assert notes, "no notification arrived"
+        assert notes[0].payload == "mine"
+        assert notes[0].pid == conn.info.backend_pid, (notes[0].pid, conn.info.backend_pid)
+        if MODE == "session":
+            assert conn.execute("select pg_backend_pid()").fetchone()[0] == notes[0].pid
+    print("psycopg: own notification carries the key's pid")
+
+
+async def asyncpg_notify():
+    tls = ssl.create_default_context(cafile=CA)
+    tls.load_cert_chain(CRT, KEY)
+    conn = await asyncpg.connect(host="127.0.0.1", port=int(PORT), user=USER, database=DB, ssl=tls)
+    got = asyncio.get_running_loop().create_future()
+    await conn.add_listener("pgvalet_pids", lambda c, pid, ch, payload: got.set_result(pid))
+    await conn.execute("notify pgvalet_pids, 'mine'")
+    pid = await asyncio.wait_for(got, 5)
+    assert pid == conn.get_server_pid(), (pid, conn.get_server_pid())
+    if MODE == "session":
+        assert await conn.fetchval("select pg_backend_pid()") == pid
+    await conn.close()
+    print("asyncpg: own notification carries the key's pid")
+
+
+protocol("", 30000)
+protocol("max_protocol_version=3.2", 30002)
+protocol("min_protocol_version=3.2 max_protocol_version=3.2", 30002)
+protocol("max_protocol_version=latest sslnegotiation=direct", 30002)
+psycopg_notify()
+asyncio.run(asyncpg_notify())
+print(f"{MODE}: ok")
