@@ -95,22 +95,27 @@ pub async fn run(config: Config, origin: &Path) -> Vec<Line> {
             route.backend,
             target.addr()
         );
-        out.push(match pool.borrow(&[]).await {
-            Ok(backend) => {
-                let user = backend
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == "session_authorization")
-                    .map(|(_, v)| v.clone());
-                let text = format!(
-                    "{what}: logged in{}",
-                    user.map(|u| format!(" as {u}")).unwrap_or_default()
-                );
-                backend.release(true).await;
-                line(true, text)
-            }
-            Err(e) => line(false, format!("{what}: {e}")),
-        });
+        out.push(
+            match pool
+                .borrow(&crate::backend::ClientSettings::default())
+                .await
+            {
+                Ok(backend) => {
+                    let user = backend
+                        .params
+                        .iter()
+                        .find(|(k, _)| k == "session_authorization")
+                        .map(|(_, v)| v.clone());
+                    let text = format!(
+                        "{what}: logged in{}",
+                        user.map(|u| format!(" as {u}")).unwrap_or_default()
+                    );
+                    backend.release(true).await;
+                    line(true, text)
+                }
+                Err(e) => line(false, format!("{what}: {e}")),
+            },
+        );
     }
     out
 }

@@ -98,3 +98,50 @@ async fn an_app_pool_of_30_fits_a_session_mode_route() {
     assert!(out.contains("pool of 30 busy at once"), "{out}");
     proxy.stop().await;
 }
+
+/// In transaction mode a client's `options=-c …` and the reported settings it SETs (TimeZone,
+/// client_encoding, standard_conforming_strings, DateStyle) follow it to every backend
+/// connection, without pinning it, and never reach another client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_a_transaction_mode_client() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let port = proxy.port().to_string();
+    let pki = pki().display().to_string();
+    let out = python("settings_follow.py", &[&port, &pki, "txn", "orders"]).await;
+    assert!(out.contains("settings follow the client: ok"), "{out}");
+    let pool = proxy
+        .reloader
+        .pools()
+        .all()
+        .into_iter()
+        .find(|p| p.name() == "txn/orders")
+        .expect("the txn pool");
+    assert_eq!(pool.pins(), 0, "no SET here pins");
+    proxy.stop().await;
+}
+
+/// In transaction mode SQL `EXECUTE` and `DEALLOCATE` name the statements a client prepared with
+/// the protocol by the client's own names, on every backend connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_execute_of_protocol_statements_in_transaction_mode() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let port = proxy.port().to_string();
+    let pki = pki().display().to_string();
+    let out = python("sql_execute.py", &[&port, &pki, "txn", "orders"]).await;
+    assert!(
+        out.contains("EXECUTE and DEALLOCATE of protocol statements: ok"),
+        "{out}"
+    );
+    proxy
+        .wait_for_pool(
+            "txn",
+            "orders",
+            pgvalet::pool::Stats {
+                idle: 2,
+                active: 0,
+                waiting: 0,
+            },
+        )
+        .await;
+    proxy.stop().await;
+}

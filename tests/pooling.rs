@@ -90,8 +90,8 @@ async fn settings_seen(port: u16, route: &str, params: &[(&str, &str)]) -> Vec<S
     tls.send(&startup_packet(196_608, &all)).await;
     let msgs = tls.read_until_ready_or_error().await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
-    let sql =
-        "select current_setting('application_name'), current_setting('TimeZone'), pg_backend_pid()";
+    let sql = "select current_setting('application_name'), current_setting('TimeZone'), \
+               pg_backend_pid(), current_setting('statement_timeout')";
     let row = tls.simple_query(sql).await.unwrap().remove(0);
     tls.send(&[b'X', 0, 0, 0, 4]).await;
     row
@@ -105,16 +105,40 @@ async fn client_settings_follow_the_client_not_the_connection() {
         let first = settings_seen(
             proxy.port(),
             route,
-            &[("application_name", "one"), ("TimeZone", "Asia/Tokyo")],
+            &[
+                ("application_name", "one"),
+                ("TimeZone", "Asia/Tokyo"),
+                ("options", "-c statement_timeout=5432"),
+            ],
         )
         .await;
         assert_eq!(first[..2], ["one", "Asia/Tokyo"], "{route}");
+        assert_eq!(first[3], "5432ms", "{route}: options=-c applied");
         proxy.wait_for_pool(route, "orders", stats(1, 0)).await;
         // The same backend connection, a client with other settings (and no TimeZone).
         let second = settings_seen(proxy.port(), route, &[("application_name", "two")]).await;
         assert_eq!(second[2], first[2], "{route}: the same backend was reused");
         assert_eq!(second[..2], ["two", default_zone.as_str()], "{route}");
+        assert_eq!(
+            second[3], "0",
+            "{route}: the first client's options stayed with it"
+        );
     }
+    // Options Postgres does not take are refused as Postgres refuses them.
+    let mut tls = Raw::connect(proxy.port())
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    let params = [("user", "sess"), ("database", "orders"), ("options", "-x")];
+    tls.send(&startup_packet(196_608, &params)).await;
+    let msgs = tls.read_until_ready_or_error().await;
+    assert_eq!(error_code(&msgs).as_deref(), Some("42601"), "{msgs:?}");
+    assert_eq!(
+        error_message(&msgs).as_deref(),
+        Some("invalid command-line argument for server process: -x")
+    );
+    proxy.wait_for_pool("sess", "orders", stats(1, 0)).await;
     proxy.stop().await;
 }
 

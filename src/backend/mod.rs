@@ -2,6 +2,7 @@
 //! login as the route's credentials, and the greeting up to the first ReadyForQuery.
 
 mod auth;
+pub mod settings;
 mod stream;
 
 use std::sync::Arc;
@@ -22,13 +23,11 @@ use crate::protocol::backend as msg;
 use crate::protocol::frame;
 
 pub use auth::{Login, Step, StepError};
+pub use settings::ClientSettings;
 pub use stream::BackendStream;
 
 /// Largest message pgvalet accepts from a backend during login.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
-
-/// Startup parameters pgvalet sets itself, or never forwards.
-const NOT_FORWARDED: &[&str] = &["user", "database", "replication"];
 
 /// A backend, ready to connect to: the config resolved into what a connection needs.
 #[derive(Debug)]
@@ -152,13 +151,12 @@ impl Target {
     }
 }
 
-/// What the client asked for, passed on to the backend.
+/// Whom to log in as, where. A client's other startup parameters are not part of a login: they
+/// are its [`ClientSettings`], applied after.
 pub struct Request<'a> {
     pub credentials_name: &'a str,
     pub credentials: &'a Credentials,
     pub database: &'a str,
-    /// The client's startup parameters; `user`, `database` and `replication` are not forwarded.
-    pub params: &'a [(String, String)],
 }
 
 /// A logged-in backend connection, as it stood at its first ReadyForQuery.
@@ -176,34 +174,11 @@ pub struct Connection {
     pub status: u8,
     /// Bytes read past that ReadyForQuery; they belong to the client.
     pub pending: BytesMut,
-    /// The client settings ([`TRACKED_PARAMS`]) this connection was last set up with.
-    pub applied: Vec<(String, String)>,
+    /// The client settings this connection was last set up with.
+    pub applied: ClientSettings,
     /// Server-side names of the prepared statements pgvalet made on this connection
     /// (transaction mode).
     pub prepared: std::collections::HashSet<String>,
-}
-
-/// Startup parameters a pooled connection takes on from each client that borrows it, as
-/// PgBouncer's `track_extra_parameters` does.
-pub const TRACKED_PARAMS: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "IntervalStyle",
-    "TimeZone",
-    "search_path",
-    "extra_float_digits",
-];
-
-/// The tracked parameters among a client's startup parameters.
-pub fn tracked(params: &[(String, String)]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| TRACKED_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(k)))
-        .cloned()
-        .collect();
-    out.sort();
-    out
 }
 
 /// Connects and logs in, all within the target's `connect_timeout`.
@@ -246,21 +221,10 @@ async fn connect_inner(
     };
 
     let user = request.credentials.username.as_str();
-    let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", request.database)];
-    // Settings clients change are applied after login instead (see `apply_params`): what a
-    // startup packet sets becomes the connection's reset value, and a pooled connection must
-    // reset to the server's defaults, not to its first client's.
-    params.extend(
-        request
-            .params
-            .iter()
-            .filter(|(k, _)| {
-                !NOT_FORWARDED.contains(&k.as_str())
-                    && !k.starts_with("_pq_.")
-                    && !TRACKED_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(k))
-            })
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    // Nothing else: what a startup packet sets becomes the connection's reset value, and a pooled
+    // connection must reset to the server's defaults, not to its first client's (see
+    // `apply_settings`).
+    let params = [("user", user), ("database", request.database)];
     let mut out = BytesMut::new();
     frontend::startup_message(params.iter().copied(), &mut out)
         .map_err(|e| protocol(e.to_string()))?;
@@ -276,7 +240,7 @@ async fn connect_inner(
         notices: Vec::new(),
         status: b'I',
         pending: BytesMut::new(),
-        applied: Vec::new(),
+        applied: ClientSettings::default(),
         prepared: Default::default(),
     };
     let mut authenticated = false;
@@ -421,45 +385,15 @@ impl Connection {
         }
     }
 
-    /// Brings the tracked settings in line with a new client's startup parameters: sets the
-    /// ones it asked for that differ, resets the ones it did not ask for.
-    pub async fn apply_params(&mut self, params: &[(String, String)]) -> Result<(), BackendError> {
-        if self.params_applied(params) {
-            return Ok(());
+    /// Brings the connection's settings in line with a client's: sets the ones it asked for
+    /// that differ, resets the ones it did not ask for.
+    pub async fn apply_settings(&mut self, want: &ClientSettings) -> Result<(), BackendError> {
+        let sql = self.applied.change_to(want);
+        if !sql.is_empty() {
+            self.simple_query(&sql).await?;
         }
-        let want = tracked(params);
-        let mut sql = String::new();
-        for name in TRACKED_PARAMS {
-            let find = |list: &[(String, String)]| {
-                list.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-            };
-            let (wanted, had) = (find(&want), find(&self.applied));
-            if wanted == had {
-                continue;
-            }
-            match wanted {
-                Some(value) => {
-                    let value = value.replace('\'', "''");
-                    sql += &format!("SELECT pg_catalog.set_config('{name}', '{value}', false);");
-                }
-                None => sql += &format!("RESET {name};"),
-            }
-        }
-        self.simple_query(&sql).await?;
-        self.applied = want;
+        self.applied = want.clone();
         Ok(())
-    }
-
-    /// Whether the tracked settings already match `params` (the common case, checked on every
-    /// borrow, so without allocating).
-    pub fn params_applied(&self, params: &[(String, String)]) -> bool {
-        let is_tracked = |k: &str| TRACKED_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(k));
-        let mut asked = params.iter().filter(|(k, _)| is_tracked(k));
-        asked.clone().count() == self.applied.len()
-            && asked.all(|p| self.applied.contains(p))
-            && self.applied.iter().all(|p| params.contains(p))
     }
 
     /// Records a ParameterStatus value, replacing an earlier one of the same name.

@@ -15,8 +15,6 @@ pub struct Login<'a> {
     /// Connect where the secret says (`host`, `port`) rather than to `target`'s address.
     pub use_secret_address: bool,
     pub database: &'a str,
-    /// The client's startup parameters.
-    pub params: &'a [(String, String)],
 }
 
 /// Logs in with the credentials the cache offers. When the backend refuses them (SQLSTATE
@@ -43,7 +41,6 @@ pub async fn login_through_rotation(
             credentials_name: request.credentials,
             credentials: &attempt,
             database: request.database,
-            params: request.params,
         };
         match backend::connect(target, &login).await {
             Ok(connection) => {

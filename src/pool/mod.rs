@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::backend::{Connection, Target};
+use crate::backend::{ClientSettings, Connection, Target};
 use crate::config::{PoolMode, PoolSize, RouteConfig};
 use crate::credentials::Store;
 use crate::error::{BackendError, ClientError};
@@ -184,19 +184,16 @@ impl Pool {
 
     /// A logged-in connection: an idle one (checked if it sat long), or a new one. Waits up to
     /// `borrow_timeout` for a slot, in arrival order.
-    pub async fn borrow(
-        self: &Arc<Self>,
-        params: &[(String, String)],
-    ) -> Result<Pooled, PoolError> {
+    pub async fn borrow(self: &Arc<Self>, settings: &ClientSettings) -> Result<Pooled, PoolError> {
         let started = Instant::now();
-        let borrowed = self.borrow_inner(params).await;
+        let borrowed = self.borrow_inner(settings).await;
         self.borrow_wait.record(started.elapsed().as_secs_f64());
         borrowed
     }
 
     async fn borrow_inner(
         self: &Arc<Self>,
-        params: &[(String, String)],
+        settings: &ClientSettings,
     ) -> Result<Pooled, PoolError> {
         // A free slot is taken at once (it cannot be one a waiter is owed: the semaphore
         // hands released permits to its queue first); otherwise wait in line, with a timer.
@@ -236,9 +233,9 @@ impl Pool {
                     continue;
                 }
             }
-            let applied = idle.conn.params_applied(params)
+            let applied = idle.conn.applied == *settings
                 || matches!(
-                    tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.apply_params(params))
+                    tokio::time::timeout(HOUSEKEEPING_TIMEOUT, idle.conn.apply_settings(settings))
                         .await,
                     Ok(Ok(()))
                 );
@@ -254,8 +251,8 @@ impl Pool {
                 _permit: permit,
             });
         }
-        let mut conn = self.connect(params).await?;
-        conn.apply_params(params).await?;
+        let mut conn = self.connect().await?;
+        conn.apply_settings(settings).await?;
         Ok(Pooled {
             dirty: false,
             conn: Some(conn),
@@ -265,13 +262,12 @@ impl Pool {
         })
     }
 
-    async fn connect(&self, params: &[(String, String)]) -> Result<Connection, BackendError> {
+    async fn connect(&self) -> Result<Connection, BackendError> {
         let login = Login {
             target: self.target.load_full(),
             credentials: &self.credentials,
             use_secret_address: self.use_secret_address,
             database: &self.database,
-            params,
         };
         let target = login.target.name.clone();
         let mut conn = login_through_rotation(&self.store, login).await;
@@ -333,7 +329,7 @@ impl Pool {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 return;
             };
-            match self.connect(&[]).await {
+            match self.connect().await {
                 Ok(conn) => {
                     let now = Instant::now();
                     self.idle().push(Idle {
@@ -401,7 +397,7 @@ impl Pooled {
                 return;
             }
             // Back at the server's defaults, with no prepared statements.
-            conn.applied.clear();
+            conn.applied = ClientSettings::default();
             conn.prepared.clear();
         } else if conn.prepared.len() > MAX_PREPARED_PER_CONNECTION {
             // Statements of sessions long gone pile up on a busy connection; drop them all.

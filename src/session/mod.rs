@@ -3,6 +3,7 @@
 
 pub mod frontdoor;
 mod in_flight;
+mod lexer;
 pub mod password;
 mod pinning;
 mod relay;
@@ -16,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::authz;
-use crate::backend::Connection;
+use crate::backend::{ClientSettings, Connection};
 use crate::cancel::{self, Registry};
 use crate::config::PoolMode;
 use crate::error::{ClientError, FrontError};
@@ -171,9 +172,16 @@ async fn session(
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
+    let settings = match ClientSettings::from_startup(&client.startup.params) {
+        Ok(settings) => settings,
+        Err(bad) => {
+            let e = frontdoor::reject(&mut client.tls, bad).await;
+            return log_refusal(started, peer, Some(&identity), &e);
+        }
+    };
     let pool = state.pools.get(route, &target, &client.database);
     client_state.set(ClientPhase::Waiting);
-    let borrowed = tokio::time::timeout_at(deadline, pool.borrow(&client.startup.params)).await;
+    let borrowed = tokio::time::timeout_at(deadline, pool.borrow(&settings)).await;
     let mut backend = match borrowed {
         Ok(Ok(backend)) => backend,
         Ok(Err(e)) => {
@@ -208,7 +216,7 @@ async fn session(
         client: client.tls,
         pool,
         backend,
-        params: &client.startup.params,
+        settings,
         ticket: &ticket,
         client_state,
         traffic: Traffic::new(&route.name),

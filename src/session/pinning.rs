@@ -12,6 +12,9 @@
 
 use std::fmt;
 
+use super::lexer::{Lexer, Token};
+use crate::backend::settings::is_followed;
+
 /// Why a client was pinned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PinReason {
@@ -70,7 +73,7 @@ pub fn effect(sql: &str) -> Option<Effect> {
 
 /// [`effect`] without the quick test.
 fn lexed_effect(sql: &str) -> Option<Effect> {
-    let mut lexer = Lexer { sql, at: 0 };
+    let mut lexer = Lexer::new(sql);
     let mut tokens = Vec::new();
     let mut resets = false;
     loop {
@@ -133,7 +136,8 @@ fn statement_reason(tokens: &[Token]) -> Option<PinReason> {
     let is = |i: usize, keyword: &str| word(i).eq_ignore_ascii_case(keyword);
     let temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
     if is(0, "SET") {
-        if !(is(1, "LOCAL") || is(1, "TRANSACTION") || is(1, "CONSTRAINTS")) {
+        let session = !(is(1, "LOCAL") || is(1, "TRANSACTION") || is(1, "CONSTRAINTS"));
+        if session && !sets_followed(tokens) {
             return Some(PinReason::Set);
         }
     } else if is(0, "LISTEN") {
@@ -164,11 +168,31 @@ fn statement_reason(tokens: &[Token]) -> Option<PinReason> {
         {
             return Some(PinReason::AdvisoryLock);
         }
-        if w.eq_ignore_ascii_case("SET_CONFIG") && set_config_is_session(&tokens[i + 1..]) {
+        if w.eq_ignore_ascii_case("SET_CONFIG")
+            && set_config_is_session(&tokens[i + 1..])
+            && !matches!(tokens.get(i + 2), Some(Token::Str(name)) if is_followed(name))
+        {
             return Some(PinReason::Set);
         }
     }
     None
+}
+
+/// Whether a `SET` statement sets one of the settings the server reports back, which pgvalet
+/// follows from connection to connection instead of pinning: `SET [SESSION] name …`,
+/// `SET TIME ZONE …` (TimeZone), `SET NAMES …` (client_encoding).
+fn sets_followed(tokens: &[Token]) -> bool {
+    let at = if tokens.get(1).is_some_and(|t| t.is("SESSION")) {
+        2
+    } else {
+        1
+    };
+    match tokens.get(at) {
+        Some(t) if t.is("TIME") => tokens.get(at + 1).is_some_and(|t| t.is("ZONE")),
+        Some(t) if t.is("NAMES") => true,
+        Some(Token::Word(name) | Token::Quoted(name)) => is_followed(name),
+        _ => false,
+    }
 }
 
 /// For the tokens from `(` on: whether the call's last argument is a literal false (a
@@ -200,173 +224,6 @@ fn is_true(s: &str) -> bool {
         .any(|t| s.eq_ignore_ascii_case(t))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token<'a> {
-    /// A keyword or unquoted identifier, as written.
-    Word(&'a str),
-    /// A string literal's text between its quotes, escapes as written.
-    Str(&'a str),
-    /// A quoted identifier, a number or an operator: nothing the check looks at.
-    Other,
-    Punct(u8),
-}
-
-impl Token<'_> {
-    fn is(&self, keyword: &str) -> bool {
-        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(keyword))
-    }
-}
-
-/// Postgres' identifier characters: ASCII letters, `_` and every byte of a non-ASCII character
-/// start one; digits and `$` may follow.
-fn ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
-}
-
-fn ident_cont(b: u8) -> bool {
-    ident_start(b) || b.is_ascii_digit() || b == b'$'
-}
-
-/// Reads SQL a statement at a time, as Postgres' scanner splits it. Every position it stops at
-/// is an ASCII byte or the end, so the slices it hands out are whole characters.
-struct Lexer<'a> {
-    sql: &'a str,
-    at: usize,
-}
-
-impl<'a> Lexer<'a> {
-    /// Pushes the next statement's tokens; false when the text has ended.
-    fn statement(&mut self, tokens: &mut Vec<Token<'a>>) -> bool {
-        let b = self.sql.as_bytes();
-        while let Some(&c) = b.get(self.at) {
-            let next = b.get(self.at + 1).copied();
-            match c {
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => self.at += 1,
-                b'-' if next == Some(b'-') => {
-                    self.at = find(b, self.at, b"\n").unwrap_or(b.len());
-                }
-                b'/' if next == Some(b'*') => self.skip_comment(),
-                b'\'' => tokens.push(Token::Str(self.quoted(self.at, b'\'', false))),
-                b'E' | b'e' if next == Some(b'\'') => {
-                    tokens.push(Token::Str(self.quoted(self.at + 1, b'\'', true)));
-                }
-                b'"' => {
-                    self.quoted(self.at, b'"', false);
-                    tokens.push(Token::Other);
-                }
-                b'$' => tokens.push(self.dollar()),
-                b';' => {
-                    self.at += 1;
-                    return true;
-                }
-                b'(' | b')' | b',' => {
-                    tokens.push(Token::Punct(c));
-                    self.at += 1;
-                }
-                c if ident_start(c) => {
-                    let start = self.at;
-                    while b.get(self.at).is_some_and(|&c| ident_cont(c)) {
-                        self.at += 1;
-                    }
-                    tokens.push(Token::Word(self.slice(start, self.at)));
-                }
-                _ => {
-                    tokens.push(Token::Other);
-                    self.at += 1;
-                }
-            }
-        }
-        false
-    }
-
-    fn slice(&self, from: usize, to: usize) -> &'a str {
-        self.sql.get(from..to).unwrap_or("")
-    }
-
-    /// A `/* … */` comment, which nests.
-    fn skip_comment(&mut self) {
-        let b = self.sql.as_bytes();
-        let mut depth = 0usize;
-        while self.at < b.len() {
-            if b[self.at..].starts_with(b"/*") {
-                depth += 1;
-                self.at += 2;
-            } else if b[self.at..].starts_with(b"*/") {
-                depth -= 1;
-                self.at += 2;
-                if depth == 0 {
-                    return;
-                }
-            } else {
-                self.at += 1;
-            }
-        }
-    }
-
-    /// A quoted run from its opening quote at `start`: a doubled quote is one quote, and with
-    /// `backslashes` a backslash escapes the next byte. Returns the text between the quotes.
-    fn quoted(&mut self, start: usize, quote: u8, backslashes: bool) -> &'a str {
-        let b = self.sql.as_bytes();
-        let mut i = start + 1;
-        while i < b.len() {
-            let escaped =
-                (backslashes && b[i] == b'\\') || (b[i] == quote && b.get(i + 1) == Some(&quote));
-            if escaped {
-                i += 2;
-            } else if b[i] == quote {
-                self.at = i + 1;
-                return self.slice(start + 1, i);
-            } else {
-                i += 1;
-            }
-        }
-        self.at = b.len();
-        // An escaped final byte may leave `i` past the end.
-        self.slice(start + 1, b.len())
-    }
-
-    /// At a `$`: a dollar-quoted string (`$$ … $$`, `$tag$ … $tag$`), a positional parameter
-    /// (`$1`), or a lone `$`.
-    fn dollar(&mut self) -> Token<'a> {
-        let b = self.sql.as_bytes();
-        let start = self.at;
-        let mut end = start + 1;
-        if b.get(end).is_some_and(|c| c.is_ascii_digit()) {
-            while b.get(end).is_some_and(|c| c.is_ascii_digit()) {
-                end += 1;
-            }
-            self.at = end;
-            return Token::Other;
-        }
-        if b.get(end).is_some_and(|&c| ident_start(c)) {
-            while b
-                .get(end)
-                .is_some_and(|&c| ident_start(c) || c.is_ascii_digit())
-            {
-                end += 1;
-            }
-        }
-        if b.get(end) != Some(&b'$') {
-            self.at = start + 1;
-            return Token::Other;
-        }
-        let tag = &b[start..=end];
-        let body = end + 1;
-        let close = find(b, body, tag);
-        self.at = close.map_or(b.len(), |at| at + tag.len());
-        Token::Str(self.slice(body, close.unwrap_or(b.len())))
-    }
-}
-
-/// Where `needle` next occurs in `haystack` at or after `from`.
-fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    haystack
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|at| from + at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +241,22 @@ mod tests {
                 Some(PinReason::Set),
             ),
             ("listen jobs", Some(PinReason::Listen)),
+            // Settings the server reports back are followed, not pinned.
+            ("SET TimeZone = 'UTC'", None),
+            ("set session datestyle to german", None),
+            ("SET TIME ZONE 'Europe/Paris'", None),
+            ("SET NAMES 'LATIN1'", None),
+            ("set \"IntervalStyle\" = iso_8601", None),
+            ("select set_config('TimeZone', 'UTC', false)", None),
+            (
+                "SET TimeZone = 'UTC'; SET work_mem = '8MB'",
+                Some(PinReason::Set),
+            ),
+            ("SET SESSION AUTHORIZATION bob", Some(PinReason::Set)),
+            (
+                "select set_config('work_mem', '8MB', false)",
+                Some(PinReason::Set),
+            ),
             ("CREATE TEMP TABLE t (x int)", Some(PinReason::TempObject)),
             (
                 "create global temporary table t (x int)",

@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::backend::ClientSettings;
+use crate::backend::settings::is_followed;
 use crate::cancel::Ticket;
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -53,8 +55,8 @@ pub struct Relay<'a> {
     pub pool: Arc<Pool>,
     /// The connection the greeting came from.
     pub backend: Pooled,
-    /// The client's startup parameters, for connections made for it later.
-    pub params: &'a [(String, String)],
+    /// The client's settings, applied to each connection it borrows.
+    pub settings: ClientSettings,
     pub ticket: &'a Ticket,
     pub client_state: &'a mut ClientState,
     pub traffic: Traffic,
@@ -64,7 +66,7 @@ struct State<'a> {
     client: TlsStream<TcpStream>,
     pool: Arc<Pool>,
     backend: Option<Pooled>,
-    params: &'a [(String, String)],
+    settings: ClientSettings,
     ticket: &'a Ticket,
     client_state: &'a mut ClientState,
     traffic: Traffic,
@@ -89,7 +91,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         client: relay.client,
         pool: relay.pool,
         backend: Some(relay.backend),
-        params: relay.params,
+        settings: relay.settings,
         ticket: relay.ticket,
         client_state: relay.client_state,
         traffic: relay.traffic,
@@ -258,13 +260,38 @@ impl State<'_> {
                     used += n;
                 }
                 Item::Whole { tag: b'Q', len } => {
-                    self.in_flight.client_message(b'Q');
-                    self.expected.push(Expect::Ready);
                     let message = &self.from_client[used..used + len];
                     let sql = message[5..].split(|&b| b == 0).next().unwrap_or_default();
-                    let effect = std::str::from_utf8(sql).ok().and_then(pinning::effect);
-                    apply(effect, &mut self.pinned, &self.pool, backend);
-                    out.extend_from_slice(message);
+                    let sql = std::str::from_utf8(sql).ok();
+                    apply(
+                        sql.and_then(pinning::effect),
+                        &mut self.pinned,
+                        &self.pool,
+                        backend,
+                    );
+                    let rewritten = sql.and_then(|sql| {
+                        self.statements.rewrite_sql(
+                            sql,
+                            &mut backend.prepared,
+                            &mut self.expected,
+                            &mut out,
+                        )
+                    });
+                    match rewritten {
+                        Some((sql, sent_parse)) => {
+                            if sent_parse {
+                                // The Parse gets a Sync of its own, so that a failure cannot
+                                // make the backend skip the query; its ReadyForQuery is hidden.
+                                out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+                                self.in_flight.client_message(b'S');
+                                self.expected.push(Expect::HiddenReady);
+                            }
+                            out.extend_from_slice(&statements::query_message(&sql));
+                        }
+                        None => out.extend_from_slice(message),
+                    }
+                    self.in_flight.client_message(b'Q');
+                    self.expected.push(Expect::Ready);
                     used += len;
                 }
                 Item::Whole { tag, len } => {
@@ -330,10 +357,24 @@ impl State<'_> {
                 Item::Pass(n) => end += n,
                 Item::Whole { tag: b'Z', len } => {
                     backend.status = self.from_backend.get(end + 5).copied().unwrap_or(b'I');
-                    self.traffic.ready(backend.status);
                     self.in_flight.ready();
-                    self.expected.ready();
-                    end += len;
+                    if self.expected.ready() {
+                        // The answer to a Sync pgvalet sent itself: pass what came before it,
+                        // then drop it.
+                        pass_to_client(
+                            &mut self.client,
+                            &mut self.from_backend,
+                            end,
+                            backend,
+                            &mut self.sent_to_client,
+                        )
+                        .await?;
+                        self.from_backend.advance(len);
+                        end = 0;
+                    } else {
+                        self.traffic.ready(backend.status);
+                        end += len;
+                    }
                 }
                 Item::Whole { tag: b'1', len } => {
                     if self.expected.parse_complete() {
@@ -370,8 +411,13 @@ impl State<'_> {
                     if let Some((name, value)) = crate::protocol::backend::parameter_status(
                         &self.from_backend[end + 5..end + len],
                     ) {
-                        let (name, value) = (name.to_owned(), value.to_owned());
-                        backend.set_param(&name, &value);
+                        backend.set_param(name, value);
+                        // The client changed a setting the server reports: it goes with the
+                        // client to its next connection, and this one is known to have it.
+                        if self.pool.mode() == PoolMode::Transaction && is_followed(name) {
+                            self.settings.set(name, value);
+                            backend.applied.set(name, value);
+                        }
                     }
                     end += len;
                 }
@@ -415,7 +461,7 @@ impl State<'_> {
             return Ok(());
         }
         self.client_state.set(ClientPhase::Waiting);
-        match self.pool.borrow(self.params).await {
+        match self.pool.borrow(&self.settings).await {
             Ok(backend) => {
                 self.client_state.set(ClientPhase::Active);
                 self.ticket

@@ -7,10 +7,13 @@
 //! Which ParseComplete to hide is known from order alone: the backend answers Parse messages
 //! in the order they were sent, and after an error skips everything up to the next Sync.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use super::lexer::{Lexer, Token};
 
 /// Session numbers for statement names, never reused while the process lives.
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
@@ -27,6 +30,8 @@ pub enum Expect {
     ParseComplete { hide: bool },
     /// A ReadyForQuery (for a Sync or a simple Query).
     Ready,
+    /// The ReadyForQuery of a Sync pgvalet sent itself, to hide from the client.
+    HiddenReady,
 }
 
 /// The order of answers owed by the backend.
@@ -65,13 +70,16 @@ impl Expected {
         }
     }
 
-    /// A ReadyForQuery arrived.
-    pub fn ready(&mut self) {
+    /// A ReadyForQuery arrived: whether to hide it.
+    pub fn ready(&mut self) -> bool {
         while let Some(e) = self.0.pop_front() {
-            if e == Expect::Ready {
-                return;
+            match e {
+                Expect::Ready => return false,
+                Expect::HiddenReady => return true,
+                Expect::ParseComplete { .. } => {}
             }
         }
+        false
     }
 }
 
@@ -120,10 +128,20 @@ impl Statements {
         match tag {
             b'P' => {
                 let (name, rest) = cstr(body).ok_or(Malformed("Parse without a statement name"))?;
-                if name.is_empty() {
+                let (query, params) = cstr(rest).ok_or(Malformed("Parse without a query"))?;
+                // SQL EXECUTE or DEALLOCATE of this client's statements names them as the
+                // backends know them (any Parse that needs is sent first, in `out`).
+                let rewritten = self.rewrite_sql(query, on_backend, expected, out);
+                let rest = match &rewritten {
+                    Some((sql, _)) => Cow::Owned([sql.as_bytes(), &[0], params].concat()),
+                    None => Cow::Borrowed(rest),
+                };
+                if name.is_empty() && rewritten.is_none() {
                     out.extend_from_slice(message);
+                } else if name.is_empty() {
+                    out.extend_from_slice(&message_with(b'P', &[&[0], &rest]));
                 } else {
-                    let prepared = self.register(name, rest);
+                    let prepared = self.register(name, &rest);
                     out.extend_from_slice(&prepared.parse);
                     on_backend.insert(prepared.server_name.clone());
                 }
@@ -173,6 +191,82 @@ impl Statements {
             _ => out.extend_from_slice(message),
         }
         Ok(())
+    }
+
+    /// SQL that names this client's protocol-level statements — `EXECUTE name`, `DEALLOCATE
+    /// [PREPARE] name` — rewritten to their server-side names, with a Parse appended to `out`
+    /// for each the backend lacks (its ParseComplete to hide). `DEALLOCATE` forgets the
+    /// statement and `DEALLOCATE ALL` all of them, as Postgres does. `None` when the SQL names
+    /// none of them; otherwise the new SQL and whether a Parse was sent.
+    pub fn rewrite_sql(
+        &mut self,
+        sql: &str,
+        on_backend: &mut HashSet<String>,
+        expected: &mut Expected,
+        out: &mut BytesMut,
+    ) -> Option<(String, bool)> {
+        if self.by_client_name.is_empty() || !names_statements(sql) {
+            return None;
+        }
+        let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+        let mut sent_parse = false;
+        let mut forget_all = false;
+        let mut lexer = Lexer::new(sql);
+        let mut tokens = Vec::new();
+        loop {
+            tokens.clear();
+            let more = lexer.statement(&mut tokens);
+            let deallocate = tokens.first().is_some_and(|t| t.is("DEALLOCATE"));
+            let uses: Vec<usize> = if deallocate {
+                let at = if tokens.get(1).is_some_and(|t| t.is("PREPARE")) {
+                    2
+                } else {
+                    1
+                };
+                if tokens.get(at).is_some_and(|t| t.is("ALL")) {
+                    forget_all = true;
+                }
+                vec![at]
+            } else {
+                (1..tokens.len())
+                    .filter(|&i| tokens[i - 1].is("EXECUTE"))
+                    .collect()
+            };
+            for at in uses {
+                let Some((range, name)) = tokens.get(at).and_then(|t| name_token(sql, t)) else {
+                    continue;
+                };
+                let before = out.len();
+                let Some(server_name) = self.ensure(&name, on_backend, expected, out) else {
+                    continue;
+                };
+                sent_parse |= out.len() > before;
+                if deallocate {
+                    self.by_client_name.remove(&name);
+                    on_backend.remove(&server_name);
+                }
+                edits.push((range, server_name));
+            }
+            if !more {
+                break;
+            }
+        }
+        if forget_all {
+            self.by_client_name.clear();
+            on_backend.clear();
+        }
+        if edits.is_empty() {
+            return None;
+        }
+        let mut rewritten = String::with_capacity(sql.len() + 16 * edits.len());
+        let mut from = 0;
+        for (range, name) in edits {
+            rewritten.push_str(&sql[from..range.start]);
+            rewritten.push_str(&name);
+            from = range.end;
+        }
+        rewritten.push_str(&sql[from..]);
+        Some((rewritten, sent_parse))
     }
 
     /// Takes a batch of named Parse messages followed by a Sync, sent while the client has no
@@ -250,6 +344,34 @@ impl Statements {
     }
 }
 
+/// Whether SQL may name a prepared statement: it mentions EXECUTE or DEALLOCATE in any case.
+fn names_statements(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.windows(7).any(|w| w.eq_ignore_ascii_case(b"EXECUTE"))
+        || b.windows(10).any(|w| w.eq_ignore_ascii_case(b"DEALLOCATE"))
+}
+
+/// A statement name as written in SQL: where it stands and the name it means (an unquoted
+/// name folded to lower case, a quoted one as written).
+fn name_token(sql: &str, token: &Token) -> Option<(std::ops::Range<usize>, String)> {
+    let offset = |text: &str| (text.as_ptr() as usize).checked_sub(sql.as_ptr() as usize);
+    match token {
+        Token::Word(word) => {
+            let at = offset(word)?;
+            Some((at..at + word.len(), word.to_ascii_lowercase()))
+        }
+        Token::Quoted(text) => {
+            // The quotes around the text are part of what is replaced.
+            let at = offset(text)?.checked_sub(1)?;
+            let end = at + text.len() + 2;
+            // An unterminated quoted name names nothing.
+            (sql.as_bytes().get(end - 1) == Some(&b'"') && end - 1 > at)
+                .then(|| (at..end, text.replace("\"\"", "\"")))
+        }
+        _ => None,
+    }
+}
+
 /// What the query of a Parse (the body after the statement name) does to its session: pin it,
 /// reset it, or nothing.
 pub fn parse_effect(after_name: &[u8]) -> Option<super::pinning::Effect> {
@@ -260,6 +382,11 @@ fn cstr(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let nul = bytes.iter().position(|&b| b == 0)?;
     let text = std::str::from_utf8(&bytes[..nul]).ok()?;
     Some((text, &bytes[nul + 1..]))
+}
+
+/// A simple Query message.
+pub fn query_message(sql: &str) -> Bytes {
+    message_with(b'Q', &[sql.as_bytes(), &[0]])
 }
 
 fn message_with(tag: u8, parts: &[&[u8]]) -> Bytes {
@@ -395,6 +522,66 @@ mod tests {
     }
 
     #[test]
+    fn sql_names_protocol_statements_by_their_server_names() {
+        let mut s = Statements::default();
+        let (mut on, mut expected) = (HashSet::new(), Expected::default());
+        for m in [
+            msg(b'P', b"s1\0select $1\0\0\0"),
+            msg(b'P', b"Odd \"One\"\0select 2\0\0\0"),
+        ] {
+            s.rewrite(&m, &mut on, &mut expected, &mut BytesMut::new())
+                .unwrap();
+        }
+        let server = |s: &Statements, name: &str| s.by_client_name[name].server_name.clone();
+        let (s1, odd) = (server(&s, "s1"), server(&s, "Odd \"One\""));
+        // On a backend that has them: names replaced, nothing sent before.
+        let mut out = BytesMut::new();
+        let sql =
+            "EXECUTE S1(1); /* execute s1 */ explain execute \"Odd \"\"One\"\"\"; execute other";
+        let (rewritten, sent) = s
+            .rewrite_sql(sql, &mut on, &mut expected, &mut out)
+            .unwrap();
+        assert_eq!(
+            rewritten,
+            format!("EXECUTE {s1}(1); /* execute s1 */ explain execute {odd}; execute other")
+        );
+        assert!(!sent && out.is_empty());
+        // Nothing to do: no statements named, or none known.
+        assert!(
+            s.rewrite_sql("select 1", &mut on, &mut expected, &mut out)
+                .is_none()
+        );
+        assert!(
+            s.rewrite_sql("execute nope", &mut on, &mut expected, &mut out)
+                .is_none()
+        );
+        assert!(
+            s.rewrite_sql("select 'execute s1'", &mut on, &mut expected, &mut out)
+                .is_none()
+        );
+        assert!(
+            s.rewrite_sql("execute \"s1", &mut on, &mut expected, &mut out)
+                .is_none()
+        );
+        // On a backend that lacks it: its Parse goes first; DEALLOCATE forgets it.
+        let (mut other, mut expected) = (HashSet::new(), Expected::default());
+        let (rewritten, sent) = s
+            .rewrite_sql("deallocate prepare s1", &mut other, &mut expected, &mut out)
+            .unwrap();
+        assert_eq!(rewritten, format!("deallocate prepare {s1}"));
+        assert!(sent);
+        assert_eq!(names_in(&out), vec![(b'P', s1.clone())]);
+        assert!(expected.parse_complete(), "its ParseComplete is hidden");
+        assert!(!other.contains(&s1) && !s.by_client_name.contains_key("s1"));
+        // DEALLOCATE ALL forgets every statement.
+        assert!(
+            s.rewrite_sql("DEALLOCATE ALL", &mut on, &mut expected, &mut out)
+                .is_none()
+        );
+        assert!(s.by_client_name.is_empty() && on.is_empty());
+    }
+
+    #[test]
     fn unnamed_and_unknown_statements_pass_unchanged() {
         let mut s = Statements::default();
         let mut on = HashSet::new();
@@ -429,7 +616,7 @@ mod tests {
         e.push(Expect::Ready);
         assert!(e.parse_complete());
         e.error();
-        e.ready();
+        assert!(!e.ready());
         assert!(
             e.parse_complete(),
             "the next batch's hidden Parse is still owed"

@@ -5,7 +5,9 @@ key, the pid of its own notifications, and a cancel with the key it holds.
     python protocol_and_pids.py PORT PKI_DIR USER DATABASE MODE
 
 MODE is `session` or `transaction`: in session mode `pg_backend_pid()` must agree with the key's
-process id too; in transaction mode the backend changes between transactions, so it need not.
+process id too, and another session can terminate this one by that pid; in transaction mode the
+backend changes between transactions, so it need not. In both, a session that terminates its own
+backend ends.
 """
 
 import asyncio
@@ -88,10 +90,38 @@ async def asyncpg_notify():
     print("asyncpg: own notification carries the key's pid")
 
 
+def session_gone(conn):
+    """Whether the connection's session has ended, as a driver finds out at its next query."""
+    try:
+        conn.execute("select 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def terminate():
+    # A session that terminates its own backend ends, as it does direct.
+    conn = psycopg.connect(BASE, autocommit=True)
+    try:
+        conn.execute("select pg_terminate_backend(pg_backend_pid())")
+    except psycopg.OperationalError:
+        pass
+    assert session_gone(conn), "the session went on after its own backend was terminated"
+    if MODE == "session":
+        # Another session terminates it by the pid its driver reports.
+        victim = psycopg.connect(BASE, autocommit=True)
+        with psycopg.connect(BASE, autocommit=True) as killer:
+            done = killer.execute("select pg_terminate_backend(%s)", (victim.info.backend_pid,))
+            assert done.fetchone()[0] is True
+        assert session_gone(victim), "the session went on after its backend was terminated"
+    print("pg_terminate_backend ends the session")
+
+
 protocol("", 30000)
 protocol("max_protocol_version=3.2", 30002)
 protocol("min_protocol_version=3.2 max_protocol_version=3.2", 30002)
 protocol("max_protocol_version=latest sslnegotiation=direct", 30002)
 psycopg_notify()
 asyncio.run(asyncpg_notify())
+terminate()
 print(f"{MODE}: ok")
