@@ -22,6 +22,7 @@
 //!   through rotation, with secret values hidden.
 //! - [`pool`]: backend connection pools per (route, database); session and transaction mode.
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
+//! - [`iam`]: RDS IAM auth tokens: reading and checking them (SigV4), and making them.
 //! - [`cancel`]: pgvalet's own cancel keys (3.0 and 3.2 layouts), their forwarding.
 //! - [`crypto`]: HMAC-SHA-256 and constant-time comparison, shared by SCRAM and cancel keys.
 //! - [`net`]: socket helpers shared by both sides.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
+pub mod iam;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -31,6 +31,8 @@ pub struct State {
     pub tls: TlsAcceptor,
     /// Password mode: the server certificate's channel binding data and the SCRAM secrets.
     pub scram: crate::session::password::Scram,
+    /// IAM mode: how client tokens are checked (`[iam]`).
+    pub iam: Option<crate::iam::Verifier>,
     pub targets: HashMap<String, Arc<Target>>,
     pub credentials: Arc<Store>,
     pub pools: Arc<Pools>,
@@ -61,6 +63,16 @@ impl State {
         )?);
         let scram =
             crate::session::password::Scram::new(crate::tls::server_end_point(&config.tls)?);
+        let iam = config
+            .iam
+            .as_ref()
+            .map(crate::iam::Verifier::from_config)
+            .transpose()?;
+        if iam.as_ref().is_some_and(|v| !v.checks_signatures()) {
+            tracing::warn!(
+                "iam.verify = \"claims\": IAM tokens are accepted WITHOUT checking their signatures; anyone who can reach pgvalet can claim any user of an iam route"
+            );
+        }
         let expiry = vec![
             (
                 "server",
@@ -118,6 +130,7 @@ impl State {
         Ok(State {
             tls,
             scram,
+            iam,
             targets,
             pools,
             credentials,

@@ -262,6 +262,9 @@ async fn oversize_and_garbage_first_packets_are_protocol_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_closed_at_the_handshake_timeout() {
     let proxy = Proxy::start_with("handshake_timeout = \"500ms\"", "").await;
+    // A first session opens the pool's connection, so that the check after the refusals
+    // (whose backend login would also run under the 500 ms deadline) finds one idle.
+    still_serving(&proxy).await;
     let started = std::time::Instant::now();
     let mut silent = Raw::connect(proxy.port()).await;
     assert!(

@@ -30,6 +30,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "log_format",
     "watch",
     "metrics",
+    "iam",
     "tls",
     "backends",
     "credentials",

@@ -41,7 +41,7 @@ pub struct Config {
     /// other address is refused.
     #[serde(default)]
     pub proxy_protocol_trusted: Vec<IpNet>,
-    /// Written into the high bits of the cancel keys this instance hands out.
+    /// Written into the secret of the cancel keys this instance hands out.
     #[serde(default)]
     pub instance_id: u8,
     /// Other pgvalet instances behind the same load balancer: a cancel request whose key
@@ -57,6 +57,8 @@ pub struct Config {
     pub watch: bool,
     /// The metrics and health endpoint; without it pgvalet serves neither.
     pub metrics: Option<MetricsConfig>,
+    /// How RDS IAM auth tokens from clients of `auth = "iam"` routes are checked.
+    pub iam: Option<IamConfig>,
     pub tls: TlsConfig,
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
@@ -204,6 +206,60 @@ pub struct CredentialsConfig {
     pub previous_grace: Duration,
 }
 
+/// RDS IAM authentication of clients: the endpoint name they sign for, and the keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamConfig {
+    /// `host:port` as the applications connect to it, which their tokens are made for (an RDS
+    /// Proxy endpoint's name, say, when pgvalet stands in for one).
+    pub endpoint: String,
+    /// The region the tokens are signed for.
+    pub region: String,
+    /// `signature` (default): a token must be signed with one of `keys`. `claims`: every check
+    /// but the signature, for a laptop where apps sign with keys pgvalet cannot know.
+    #[serde(default)]
+    pub verify: IamVerify,
+    /// How far the token's signing time may be from this machine's clock, either way, beyond its
+    /// 15 minutes of validity.
+    #[serde(default = "defaults::clock_skew", with = "duration_serde")]
+    pub clock_skew: Duration,
+    /// The access keys tokens may be signed with.
+    #[serde(default)]
+    pub keys: Vec<IamKey>,
+}
+
+impl IamConfig {
+    /// `endpoint` split into host and port (validated).
+    pub fn host_port(&self) -> (String, u16) {
+        parse_endpoint(&self.endpoint).unwrap_or_default()
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+pub(crate) fn parse_endpoint(endpoint: &str) -> Option<(String, u16)> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// An access key whose tokens are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamKey {
+    pub access_key_id: String,
+    /// The secret key: `env:NAME` for an environment variable, or a file's path.
+    pub secret_access_key: String,
+}
+
+/// What an IAM token must prove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IamVerify {
+    #[default]
+    Signature,
+    Claims,
+}
+
 /// How a route's clients authenticate to pgvalet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum AuthMode {
@@ -214,20 +270,25 @@ pub enum AuthMode {
     Password,
     #[serde(rename = "cert+password")]
     CertPassword,
+    /// An RDS IAM auth token as the password, checked as `[iam]` says.
+    #[serde(rename = "iam")]
+    Iam,
 }
 
 impl AuthMode {
     pub fn needs_cert(self) -> bool {
-        self != AuthMode::Password
+        matches!(self, AuthMode::Cert | AuthMode::CertPassword)
     }
+    /// The client proves it knows the route's secret (SCRAM).
     pub fn needs_password(self) -> bool {
-        self != AuthMode::Cert
+        matches!(self, AuthMode::Password | AuthMode::CertPassword)
     }
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMode::Cert => "cert",
             AuthMode::Password => "password",
             AuthMode::CertPassword => "cert+password",
+            AuthMode::Iam => "iam",
         }
     }
 }
@@ -360,6 +421,9 @@ mod defaults {
     pub fn previous_grace() -> Duration {
         Duration::from_secs(900)
     }
+    pub fn clock_skew() -> Duration {
+        Duration::from_secs(300)
+    }
     pub fn max_connections_percent() -> u8 {
         100
     }
@@ -382,7 +446,8 @@ mod duration_serde {
 }
 
 impl Config {
-    /// Whether some route lets clients in without a certificate, so that TLS must not demand one.
+    /// Whether some route lets clients in without a certificate (password or IAM token
+    /// routes), so that TLS must not demand one.
     pub fn has_password_only_routes(&self) -> bool {
         self.routes.iter().any(|r| !r.auth.needs_cert())
     }

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::{BackendTls, Config, CredentialsConfig, ProxyProtocol, SourceKind};
+use super::{
+    AuthMode, BackendTls, Config, CredentialsConfig, IamVerify, ProxyProtocol, SourceKind,
+};
 use crate::authz::Identity;
 
 impl Config {
@@ -35,6 +37,20 @@ impl Config {
                 return fail(
                     format!("peers[{i}].instance_id"),
                     format!("{} is this instance's or another peer's", peer.instance_id),
+                );
+            }
+        }
+        if let Some(iam) = &self.iam {
+            if super::parse_endpoint(&iam.endpoint).is_none() {
+                return fail(
+                    "iam.endpoint".into(),
+                    format!("\"{}\" is not host:port", iam.endpoint),
+                );
+            }
+            if iam.verify == IamVerify::Signature && iam.keys.is_empty() {
+                return fail(
+                    "iam.keys".into(),
+                    "is empty: with verify = \"signature\" list the access keys tokens are signed with (or verify = \"claims\" on a laptop)".into(),
                 );
             }
         }
@@ -135,10 +151,25 @@ impl Config {
                 (Some(_), false) => {
                     return fail(
                         key("identity"),
-                        "does not apply to auth = \"password\"; write auth = \"cert+password\" to require both".into(),
+                        format!(
+                            "does not apply to auth = \"{}\"; its clients need no certificate{}",
+                            route.auth.as_str(),
+                            if route.auth == AuthMode::Password {
+                                " (write auth = \"cert+password\" to require both)"
+                            } else {
+                                ""
+                            }
+                        ),
                     );
                 }
                 _ => {}
+            }
+            if route.auth == AuthMode::Iam && self.iam.is_none() {
+                return fail(
+                    key("auth"),
+                    "is \"iam\", which needs an [iam] table (the endpoint name, region and keys)"
+                        .into(),
+                );
             }
             // A password route takes its user names for every client, certificate or not, so
             // no other route may claim them.

@@ -2,6 +2,7 @@
 //! from the connector, the greeting, and the relay. Every outcome ends in one log line.
 
 pub mod frontdoor;
+mod iam;
 mod in_flight;
 mod lexer;
 pub mod password;
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use crate::authz;
 use crate::backend::{ClientSettings, Connection};
 use crate::cancel::{self, Registry};
-use crate::config::PoolMode;
+use crate::config::{AuthMode, PoolMode};
 use crate::error::{ClientError, FrontError};
 use crate::metrics::{ClientPhase, ClientState, Traffic};
 use crate::pool::PoolError;
@@ -149,6 +150,30 @@ async fn session(
         if let Err(e) = outcome {
             let e = frontdoor::reject(&mut client.tls, e).await;
             return log_refusal(started, peer, Some(&identity), &e);
+        }
+    }
+    if route.auth == AuthMode::Iam {
+        let Some(verifier) = &state.iam else {
+            tracing::error!(route = %route.name, "an iam route without an [iam] verifier");
+            return;
+        };
+        let checked = iam::authenticate(&mut client.tls, &client.user, verifier);
+        let outcome = match tokio::time::timeout_at(deadline, checked).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(crate::iam::IamError::Io(
+                std::io::ErrorKind::TimedOut.into(),
+            )),
+        };
+        match outcome {
+            Ok(checked) if !checked.signature_checked => tracing::warn!(
+                %peer, user = %client.user, key = %checked.access_key_id,
+                "IAM token accepted WITHOUT checking its signature (iam.verify = \"claims\")"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let e = frontdoor::reject(&mut client.tls, e).await;
+                return log_refusal(started, peer, Some(&identity), &e);
+            }
         }
     }
     let Some(target) = state.targets.get(&route.backend).cloned() else {
