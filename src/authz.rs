@@ -170,6 +170,8 @@ mod tests {
             pool_mode: Default::default(),
             max_size: Some(1),
             max_connections_percent: None,
+            max_idle_connections_percent: None,
+            init_query: String::new(),
             min_idle: 0,
             borrow_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),

@@ -29,6 +29,8 @@ pub const TOP_LEVEL: &[&str] = &[
     "peers",
     "log_format",
     "watch",
+    "idle_client_timeout",
+    "require_tls",
     "metrics",
     "iam",
     "tls",

@@ -55,6 +55,13 @@ pub struct Config {
     /// renewing agent (step-ca, cert-manager) rewrites them. SIGHUP always reloads.
     #[serde(default)]
     pub watch: bool,
+    /// A client that sends nothing for this long after its last request was answered is closed
+    /// (FATAL 57P05, as Postgres' idle_session_timeout), as RDS Proxy's `IdleClientTimeout`.
+    #[serde(default = "defaults::idle_client_timeout", with = "duration_serde")]
+    pub idle_client_timeout: Duration,
+    /// RDS Proxy's `RequireTLS`. pgvalet always requires TLS, so only `true` is accepted.
+    #[serde(default = "defaults::yes")]
+    pub require_tls: bool,
     /// The metrics and health endpoint; without it pgvalet serves neither.
     pub metrics: Option<MetricsConfig>,
     /// How RDS IAM auth tokens from clients of `auth = "iam"` routes are checked.
@@ -335,9 +342,23 @@ pub struct RouteConfig {
     /// Idle connections kept open, made at start and after each one is retired.
     #[serde(default)]
     pub min_idle: usize,
-    /// How long a client waits for a backend connection before SQLSTATE 53300.
-    #[serde(default = "defaults::borrow_timeout", with = "duration_serde")]
+    /// How long a client waits for a backend connection before SQLSTATE 53300. RDS Proxy's
+    /// name for it, `connection_borrow_timeout`, is the same setting.
+    #[serde(
+        default = "defaults::borrow_timeout",
+        with = "duration_serde",
+        alias = "connection_borrow_timeout"
+    )]
     pub borrow_timeout: Duration,
+    /// The share (0-100) of the pool's size kept open while idle: idle connections beyond it
+    /// (and beyond `min_idle`) are closed. Default 50, as RDS Proxy's
+    /// `MaxIdleConnectionsPercent`, for pools sized by `max_connections_percent`; 100 for a
+    /// fixed `max_size`.
+    pub max_idle_connections_percent: Option<u8>,
+    /// SQL run on every new backend connection after login (and again after each reset), as
+    /// RDS Proxy's `InitQuery`: `SET` statements, say.
+    #[serde(default)]
+    pub init_query: String,
     /// An idle connection unused this long is closed (down to `min_idle`).
     #[serde(default = "defaults::idle_timeout", with = "duration_serde")]
     pub idle_timeout: Duration,
@@ -370,6 +391,15 @@ pub enum PoolSize {
 }
 
 impl RouteConfig {
+    /// The share of the pool's size kept open while idle (see `max_idle_connections_percent`).
+    pub fn idle_percent(&self) -> u8 {
+        self.max_idle_connections_percent
+            .unwrap_or(match self.pool_size() {
+                PoolSize::Fixed(_) => 100,
+                PoolSize::Percent(_) => 50,
+            })
+    }
+
     /// The pool size the route asks for.
     pub fn pool_size(&self) -> PoolSize {
         match self.max_size {
@@ -428,7 +458,12 @@ mod defaults {
         100
     }
     pub fn borrow_timeout() -> Duration {
-        Duration::from_secs(30)
+        // RDS Proxy's ConnectionBorrowTimeout.
+        Duration::from_secs(120)
+    }
+    pub fn idle_client_timeout() -> Duration {
+        // RDS Proxy's IdleClientTimeout.
+        Duration::from_secs(1800)
     }
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(600)

@@ -289,3 +289,33 @@ fn environment_overrides_and_whole_config() {
     .unwrap();
     assert_eq!(c.listen_addr.port(), 6999);
 }
+
+#[test]
+fn rds_proxy_names_and_defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.idle_client_timeout, Duration::from_secs(1800));
+    assert_eq!(c.routes[0].borrow_timeout, Duration::from_secs(120));
+    assert_eq!(c.routes[0].idle_percent(), 50, "a share-sized pool");
+    let c = parse(&format!(
+        "{GOOD}connection_borrow_timeout = \"7s\"\nmax_size = 4\n"
+    ))
+    .unwrap();
+    assert_eq!(c.routes[0].borrow_timeout, Duration::from_secs(7));
+    assert_eq!(
+        c.routes[0].idle_percent(),
+        100,
+        "a fixed pool keeps its idle connections"
+    );
+    let both = parse(&format!(
+        "{GOOD}connection_borrow_timeout = \"7s\"\nborrow_timeout = \"8s\"\n"
+    ));
+    assert!(both.is_err(), "one setting, one value");
+    let err =
+        parse(&GOOD.replacen("listen_addr", "require_tls = false\nlisten_addr", 1)).unwrap_err();
+    assert!(err.contains("require_tls"), "{err}");
+    let err = parse(&format!("{GOOD}max_idle_connections_percent = 101\n")).unwrap_err();
+    assert!(
+        err.contains("routes[0].max_idle_connections_percent"),
+        "{err}"
+    );
+}

@@ -16,6 +16,16 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return fail("handshake_timeout".into(), "must be longer than 0".into());
         }
+        if !self.require_tls {
+            return fail(
+                "require_tls".into(),
+                "is false, but pgvalet always requires TLS from clients (leave it out, or true)"
+                    .into(),
+            );
+        }
+        if self.idle_client_timeout.is_zero() {
+            return fail("idle_client_timeout".into(), "must be longer than 0".into());
+        }
         if self.max_clients == 0 {
             return fail("max_clients".into(), "must be at least 1".into());
         }
@@ -128,6 +138,12 @@ impl Config {
                     return fail(key("min_idle"), format!("is larger than max_size ({max})"));
                 }
                 _ => {}
+            }
+            if route.max_idle_connections_percent.is_some_and(|p| p > 100) {
+                return fail(
+                    key("max_idle_connections_percent"),
+                    "must be between 0 and 100".into(),
+                );
             }
             if route.borrow_timeout.is_zero() {
                 return fail(key("borrow_timeout"), "must be longer than 0".into());

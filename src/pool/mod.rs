@@ -98,6 +98,10 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub reset_query: String,
+    /// The share of the pool's size kept open while idle.
+    pub idle_percent: u8,
+    /// Run on each new connection, and again after each reset.
+    pub init_query: String,
 }
 
 impl Settings {
@@ -110,6 +114,8 @@ impl Settings {
             idle_timeout: route.idle_timeout,
             max_lifetime: route.max_lifetime,
             reset_query: route.reset_query.clone(),
+            idle_percent: route.idle_percent(),
+            init_query: route.init_query.clone(),
         }
     }
 }
@@ -277,7 +283,32 @@ impl Pool {
         {
             self.grow_to_share(conn, percent).await;
         }
-        conn
+        let mut conn = conn?;
+        self.run_init_query(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// Runs the route's `init_query`, if it has one.
+    async fn run_init_query(&self, conn: &mut Connection) -> Result<(), BackendError> {
+        if self.settings.init_query.is_empty() {
+            return Ok(());
+        }
+        let ran = tokio::time::timeout(
+            HOUSEKEEPING_TIMEOUT,
+            conn.simple_query(&self.settings.init_query),
+        )
+        .await;
+        match ran {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Protocol {
+                backend: conn.target.name.clone(),
+                what: format!("init_query took longer than {HOUSEKEEPING_TIMEOUT:?}"),
+            }),
+        }
+        .map_err(|e| {
+            tracing::warn!(pool = %self.name, error = %e, "init_query failed; connection closed");
+            e
+        })
     }
 
     /// Reads the backend's connection slots on `conn` and grows the pool to `percent` of them.
@@ -323,6 +354,13 @@ impl Pool {
                     .is_some_and(|c| c.since.elapsed() >= settings.idle_timeout)
             {
                 idle.remove(0);
+            }
+            // No more idle than the route's share of the pool, longest idle closed first.
+            let keep =
+                (self.limit() * usize::from(settings.idle_percent) / 100).max(settings.min_idle);
+            if idle.len() > keep {
+                let surplus = idle.len() - keep;
+                idle.drain(..surplus);
             }
         }
         while self.idle().len() < self.settings.min_idle {
@@ -399,6 +437,9 @@ impl Pooled {
             // Back at the server's defaults, with no prepared statements.
             conn.applied = ClientSettings::default();
             conn.prepared.clear();
+            if pool.run_init_query(&mut conn).await.is_err() {
+                return;
+            }
         } else if conn.prepared.len() > MAX_PREPARED_PER_CONNECTION {
             // Statements of sessions long gone pile up on a busy connection; drop them all.
             // Live sessions prepare theirs again when they next use them here.

@@ -245,6 +245,7 @@ async fn session(
         ticket: &ticket,
         client_state,
         traffic: Traffic::new(&route.name),
+        idle_timeout: state.config.idle_client_timeout,
     };
     let outcome = relay::run(relay, greeting, &life).await;
     drop(ticket);

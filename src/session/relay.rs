@@ -40,6 +40,8 @@ const MAX_HELD: usize = 8192;
 const MAX_STATEMENT_MESSAGE: usize = 64 << 20;
 /// How much one direction buffers while the relay is busy writing the other way.
 const BUFFER_CAP: usize = 256 * 1024;
+/// How many times per `idle_client_timeout` the relay looks whether its client is idle.
+const IDLE_SAMPLES: u32 = 4;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -60,6 +62,8 @@ pub struct Relay<'a> {
     pub ticket: &'a Ticket,
     pub client_state: &'a mut ClientState,
     pub traffic: Traffic,
+    /// A client that sends nothing for this long after its last answer is closed.
+    pub idle_timeout: std::time::Duration,
 }
 
 struct State<'a> {
@@ -70,6 +74,7 @@ struct State<'a> {
     ticket: &'a Ticket,
     client_state: &'a mut ClientState,
     traffic: Traffic,
+    idle_timeout: std::time::Duration,
     from_client: BytesMut,
     from_backend: BytesMut,
     client_scan: Scanner,
@@ -95,6 +100,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         ticket: relay.ticket,
         client_state: relay.client_state,
         traffic: relay.traffic,
+        idle_timeout: relay.idle_timeout,
         from_client: BytesMut::with_capacity(8 * 1024),
         from_backend: BytesMut::with_capacity(8 * 1024),
         client_scan: Scanner::default(),
@@ -133,6 +139,13 @@ impl State<'_> {
         // `drain` fires only it is watched (it also fires when `stop` does).
         let (drain, stop) = (life.drain.cancelled(), life.stop.cancelled());
         tokio::pin!(drain, stop);
+        // Idleness is sampled four times per timeout: a client is closed once five samples in a
+        // row found it idle with nothing sent (the first may cover only part of a period), so
+        // between 1 and 1.25 timeouts after the last word either way.
+        let sample = self.idle_timeout / IDLE_SAMPLES;
+        let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + sample, sample);
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut quiet, mut heard) = (0, self.sent_by_client);
         loop {
             // Writing one way reads the other way into its buffer, so keep forwarding until
             // neither direction has anything left to pass on; only then wait for the sockets.
@@ -181,8 +194,31 @@ impl State<'_> {
                 },
                 () = &mut drain, if !self.draining => self.draining = true,
                 () = &mut stop, if self.draining => return "shutdown",
+                _ = idle_check.tick() => {
+                    if heard == self.sent_by_client && self.waiting_for_client() {
+                        quiet += 1;
+                    } else {
+                        (quiet, heard) = (0, self.sent_by_client);
+                    }
+                    if quiet > IDLE_SAMPLES {
+                        let mut out = BytesMut::new();
+                        messages::error_response(
+                            &mut out,
+                            Severity::Fatal,
+                            "57P05",
+                            "terminating connection due to idle-session timeout",
+                        );
+                        let _ = self.write_client(&out).await;
+                        return "idle_timeout";
+                    }
+                }
             }
         }
+    }
+
+    /// Every request answered and nothing buffered: the next word is the client's.
+    fn waiting_for_client(&self) -> bool {
+        self.at_clean_boundary() && self.from_client.is_empty() && self.from_backend.is_empty()
     }
 
     /// Not in a transaction and nothing in flight either way.
