@@ -145,3 +145,20 @@ async fn sql_execute_of_protocol_statements_in_transaction_mode() {
         .await;
     proxy.stop().await;
 }
+
+/// A cancel is over when the driver's cancel connection closes: the query after a cancelled one
+/// is never hit by it (asyncpg, both modes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_after_a_cancel_is_not_cancelled() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let port = proxy.port().to_string();
+    let pki = pki().display().to_string();
+    for user in ["orders", "txn"] {
+        let out = python("cancel_order.py", &[&port, &pki, user, "orders"]).await;
+        assert!(
+            out.contains("no query after them cancelled: ok"),
+            "{user}: {out}"
+        );
+    }
+    proxy.stop().await;
+}

@@ -654,3 +654,47 @@ borrow_timeout = "1s"
     client.query_one("select 1", &[]).await.unwrap();
     proxy.stop().await;
 }
+
+/// A client that leaves a database and drops it succeeds, as it does direct: the idle pooled
+/// connection it left behind is closed first (simple protocol with psql, extended with
+/// tokio-postgres; both pool modes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_left_by_its_clients_can_be_dropped() {
+    let any = r#"
+[[routes]]
+name = "any_txn"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["any_txn"]
+databases = ["*"]
+backend = "main"
+credentials = "orders"
+pool_mode = "transaction"
+"#;
+    let proxy = Proxy::start_with("", any).await;
+    let port = proxy.port();
+    for (i, route) in ["orders_any", "any_txn"].iter().enumerate() {
+        for extended in [false, true] {
+            let db = format!("scratch_{i}_{extended}");
+            cluster().admin_sql(
+                "postgres",
+                &format!("create database {db} owner orders_svc"),
+            );
+            let used = psql(port, "orders", route, &db, "select 1").await;
+            assert!(used.ok, "{route}: {}", used.stderr);
+            proxy.wait_for_pool(route, &db, stats(1, 0)).await;
+            let drop = format!("DROP DATABASE {db}");
+            if extended {
+                let client = pg_connect(port, "orders", route, "orders").await.unwrap();
+                client
+                    .execute(drop.as_str(), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{route}: {e:?}"));
+            } else {
+                let dropped = psql(port, "orders", route, "orders", &drop).await;
+                assert!(dropped.ok, "{route}: {}", dropped.stderr);
+            }
+            assert_eq!(proxy.pool_stats(route, &db), stats(0, 0), "{route}");
+        }
+    }
+    proxy.stop().await;
+}

@@ -420,13 +420,17 @@ async fn write(
 }
 
 /// Sends a CancelRequest for the backend process `key` over a fresh connection to the target,
-/// as Postgres expects, and closes it.
+/// as Postgres expects, and waits until Postgres closes that connection: it does so once it has
+/// signalled the backend, and a driver that waits for its own cancel connection to close before
+/// its next query (libpq, asyncpg) relies on that order.
 pub async fn cancel(target: &Target, key: (i32, i32)) -> Result<(), BackendError> {
     let send = async {
         let mut stream = target.open().await?;
         let mut out = BytesMut::new();
         frontend::cancel_request(key.0, key.1, &mut out);
         write(&mut stream, &out, &target.name).await?;
+        let mut rest = [0u8; 64];
+        while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
         let _ = stream.shutdown().await;
         Ok(())
     };

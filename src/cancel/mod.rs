@@ -139,9 +139,10 @@ impl Registry {
     }
 }
 
-/// Passes a CancelRequest on, unchanged, to the peer instance that issued its key.
+/// Passes a CancelRequest on, unchanged, to the peer instance that issued its key, and waits
+/// until the peer closes the connection (once it has acted on the request).
 pub async fn forward_to_peer(addr: std::net::SocketAddr, key: &CancelKey) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut packet = Vec::with_capacity(12 + key.secret.len());
     packet.extend_from_slice(&((12 + key.secret.len()) as u32).to_be_bytes());
     packet.extend_from_slice(&80_877_102u32.to_be_bytes());
@@ -150,7 +151,9 @@ pub async fn forward_to_peer(addr: std::net::SocketAddr, key: &CancelKey) -> std
     let send = async {
         let mut tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.write_all(&packet).await?;
-        tcp.shutdown().await
+        let mut rest = [0u8; 64];
+        while tcp.read(&mut rest).await? > 0 {}
+        Ok(())
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), send)
         .await

@@ -525,6 +525,15 @@ impl Pools {
             .clone()
     }
 
+    /// Closes the idle connections of every pool for `database`; returns how many.
+    pub fn close_idle(&self, database: &str) -> usize {
+        self.pools()
+            .values()
+            .filter(|p| p.database == database)
+            .map(|p| std::mem::take(&mut *p.idle()).len())
+            .sum()
+    }
+
     /// Every pool made so far.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.pools().values().cloned().collect()

@@ -26,7 +26,9 @@ const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What came through the front door.
 pub enum Arrival {
-    Cancel(CancelKey),
+    /// A CancelRequest, and the TLS session it came in, if it came inside TLS (to be closed
+    /// with a close_notify once the cancel is done, as Postgres closes it).
+    Cancel(CancelKey, Option<Box<TlsStream<TcpStream>>>),
     Client(Box<Client>),
 }
 
@@ -64,7 +66,7 @@ pub async fn accept(
 ) -> Result<Arrival, FrontError> {
     let direct = match within(deadline, "waiting for the first packet", open(&mut tcp)).await {
         Ok(Opening::Tls { direct }) => direct,
-        Ok(Opening::Cancel(key)) => return Ok(Arrival::Cancel(key)),
+        Ok(Opening::Cancel(key)) => return Ok(Arrival::Cancel(key, None)),
         Err(e) => return Err(reject(&mut tcp, e).await),
     };
 
@@ -93,7 +95,7 @@ pub async fn accept(
     )
     .await
     {
-        Ok(Request::Cancel(key)) => Ok(Arrival::Cancel(key)),
+        Ok(Request::Cancel(key)) => Ok(Arrival::Cancel(key, Some(Box::new(tls)))),
         Ok(Request::Session {
             startup,
             user,

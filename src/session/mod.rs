@@ -1,6 +1,7 @@
 //! One client connection from accept to close: the front door, routing, a backend connection
 //! from the connector, the greeting, and the relay. Every outcome ends in one log line.
 
+mod database_ddl;
 pub mod frontdoor;
 mod iam;
 mod in_flight;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use crate::authz;
 use crate::backend::{ClientSettings, Connection};
@@ -25,8 +27,12 @@ use crate::error::{ClientError, FrontError};
 use crate::metrics::{ClientPhase, ClientState, Traffic};
 use crate::pool::PoolError;
 use crate::protocol::messages;
+use crate::protocol::startup::CancelKey;
 use crate::server::{Lifecycle, State};
 use frontdoor::{Arrival, Client};
+
+/// How long closing a cancel connection's TLS session may take.
+const CANCEL_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(
@@ -51,30 +57,7 @@ pub async fn serve(
     };
     match arrival {
         Err(e) => log_refusal(started, peer, None, &e),
-        Ok(Arrival::Cancel(key)) => {
-            let instance = cancel::instance_of(&key.secret).unwrap_or(state.config.instance_id);
-            if cancels.is_own(&key) {
-                let outcome = cancels.cancel(&key).await;
-                crate::metrics::cancel(outcome.as_str());
-                tracing::info!(%peer, pid = key.pid, outcome = outcome.as_str(), "cancel request");
-            } else if let Some(to) = state
-                .config
-                .peers
-                .iter()
-                .find(|p| p.instance_id == instance)
-            {
-                let forwarded = cancel::forward_to_peer(to.addr, &key).await;
-                crate::metrics::cancel(if forwarded.is_ok() {
-                    "to_peer"
-                } else {
-                    "to_peer_failed"
-                });
-                tracing::info!(%peer, pid = key.pid, instance, to = %to.addr, ok = forwarded.is_ok(), "cancel request forwarded to a peer");
-            } else {
-                crate::metrics::cancel("unknown_instance");
-                tracing::info!(%peer, pid = key.pid, instance, "cancel request for an instance with no peer entry; ignored");
-            }
-        }
+        Ok(Arrival::Cancel(key, tls)) => cancel_request(key, tls, peer, &state, &cancels).await,
         Ok(Arrival::Client(client)) => {
             let at = Start {
                 peer,
@@ -84,6 +67,44 @@ pub async fn serve(
             };
             session(*client, at, state, cancels, life, &mut client_state).await
         }
+    }
+}
+
+/// Passes a CancelRequest to the backend its key points at (or to the peer instance that issued
+/// it), then closes the client's cancel connection: only now that the request was acted on (a
+/// driver's next query waits for this close), with a close_notify when it came inside TLS.
+async fn cancel_request(
+    key: CancelKey,
+    tls: Option<Box<TlsStream<TcpStream>>>,
+    peer: SocketAddr,
+    state: &State,
+    cancels: &Registry,
+) {
+    let instance = cancel::instance_of(&key.secret).unwrap_or(state.config.instance_id);
+    if cancels.is_own(&key) {
+        let outcome = cancels.cancel(&key).await;
+        crate::metrics::cancel(outcome.as_str());
+        tracing::info!(%peer, pid = key.pid, outcome = outcome.as_str(), "cancel request");
+    } else if let Some(to) = state
+        .config
+        .peers
+        .iter()
+        .find(|p| p.instance_id == instance)
+    {
+        let forwarded = cancel::forward_to_peer(to.addr, &key).await;
+        crate::metrics::cancel(if forwarded.is_ok() {
+            "to_peer"
+        } else {
+            "to_peer_failed"
+        });
+        tracing::info!(%peer, pid = key.pid, instance, to = %to.addr, ok = forwarded.is_ok(), "cancel request forwarded to a peer");
+    } else {
+        crate::metrics::cancel("unknown_instance");
+        tracing::info!(%peer, pid = key.pid, instance, "cancel request for an instance with no peer entry; ignored");
+    }
+    if let Some(mut tls) = tls {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(CANCEL_CLOSE_TIMEOUT, tls.shutdown()).await;
     }
 }
 
@@ -240,6 +261,7 @@ async fn session(
     let relay = relay::Relay {
         client: client.tls,
         pool,
+        pools: state.pools.clone(),
         backend,
         settings,
         ticket: &ticket,

@@ -22,9 +22,10 @@ use crate::cancel::Ticket;
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::metrics::{ClientPhase, ClientState, Traffic};
-use crate::pool::{Pool, Pooled};
+use crate::pool::{Pool, Pooled, Pools};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
+use crate::session::database_ddl;
 use crate::session::in_flight::InFlight;
 use crate::session::pinning::{self, Effect, PinReason};
 use crate::session::statements::{self, Expect, Expected, Statements};
@@ -55,6 +56,8 @@ pub struct Outcome {
 pub struct Relay<'a> {
     pub client: TlsStream<TcpStream>,
     pub pool: Arc<Pool>,
+    /// Every pool, for statements that need another database's idle connections closed.
+    pub pools: Arc<Pools>,
     /// The connection the greeting came from.
     pub backend: Pooled,
     /// The client's settings, applied to each connection it borrows.
@@ -69,6 +72,7 @@ pub struct Relay<'a> {
 struct State<'a> {
     client: TlsStream<TcpStream>,
     pool: Arc<Pool>,
+    pools: Arc<Pools>,
     backend: Option<Pooled>,
     settings: ClientSettings,
     ticket: &'a Ticket,
@@ -95,6 +99,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
     let mut state = State {
         client: relay.client,
         pool: relay.pool,
+        pools: relay.pools,
         backend: Some(relay.backend),
         settings: relay.settings,
         ticket: relay.ticket,
@@ -252,8 +257,10 @@ impl State<'_> {
                 return Ok(true);
             }
         }
+        // Queries and Parses are read whole in both modes (to see statements that need a
+        // database without sessions); in transaction mode also what renames statements.
         let whole =
-            |tag: u8| tag == b'X' || (transaction && (tag == b'Q' || statements::wanted(tag)));
+            |tag: u8| matches!(tag, b'X' | b'Q' | b'P') || (transaction && statements::wanted(tag));
         let mut out = BytesMut::new();
         let mut used = 0;
         let mut terminate = false;
@@ -295,10 +302,23 @@ impl State<'_> {
                     out.extend_from_slice(&self.from_client[used..used + n]);
                     used += n;
                 }
+                Item::Whole { tag, len } if !transaction => {
+                    let message = &self.from_client[used..used + len];
+                    if let Some(sql) = query_text(message) {
+                        free_databases(&self.pools, sql);
+                    }
+                    if self.in_flight.client_message(tag).ready {
+                        self.expected.push(Expect::Ready);
+                    }
+                    out.extend_from_slice(message);
+                    used += len;
+                }
                 Item::Whole { tag: b'Q', len } => {
                     let message = &self.from_client[used..used + len];
-                    let sql = message[5..].split(|&b| b == 0).next().unwrap_or_default();
-                    let sql = std::str::from_utf8(sql).ok();
+                    let sql = query_text(message);
+                    if let Some(sql) = sql {
+                        free_databases(&self.pools, sql);
+                    }
                     apply(
                         sql.and_then(pinning::effect),
                         &mut self.pinned,
@@ -333,11 +353,9 @@ impl State<'_> {
                 Item::Whole { tag, len } => {
                     self.in_flight.client_message(tag);
                     let message = &self.from_client[used..used + len];
-                    if tag == b'P'
-                        && let Some(name_end) = message[5..].iter().position(|&b| b == 0)
-                    {
-                        let effect = statements::parse_effect(&message[5 + name_end + 1..]);
-                        apply(effect, &mut self.pinned, &self.pool, backend);
+                    if let Some(sql) = query_text(message) {
+                        free_databases(&self.pools, sql);
+                        apply(pinning::effect(sql), &mut self.pinned, &self.pool, backend);
                     }
                     self.statements
                         .rewrite(message, &mut backend.prepared, &mut self.expected, &mut out)
@@ -545,6 +563,27 @@ async fn pass_to_client(
     write_draining(client, &data, &mut backend.stream, from_backend)
         .await
         .map_err(|_| "client_gone")
+}
+
+/// The SQL of a whole Query or Parse message (tag and length included); `None` for other
+/// messages and for text that is not UTF-8.
+fn query_text(message: &[u8]) -> Option<&str> {
+    let body = message.get(5..)?;
+    let sql = match message[0] {
+        b'Q' => body,
+        b'P' => &body[body.iter().position(|&b| b == 0)? + 1..],
+        _ => return None,
+    };
+    std::str::from_utf8(sql.split(|&b| b == 0).next().unwrap_or_default()).ok()
+}
+
+/// Closes the idle pooled connections to the databases `sql` needs without sessions (DROP
+/// DATABASE and the like), so that a client's own pooled connections do not stand in its way.
+fn free_databases(pools: &Pools, sql: &str) {
+    for database in database_ddl::needing_no_sessions(sql) {
+        let closed = pools.close_idle(&database);
+        tracing::info!(%database, closed, "closed idle pooled connections to a database a client is dropping or renaming");
+    }
 }
 
 /// Acts on what a client's SQL does to its session: a pin keeps the backend for the session

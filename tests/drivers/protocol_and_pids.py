@@ -29,9 +29,19 @@ BASE = (
 
 
 def cancel_a_sleep(conn, how):
-    """Runs pg_sleep(30) and cancels it from another thread; returns the seconds it took."""
+    """Runs pg_sleep(30) and cancels it from another thread; returns the seconds it took. The
+    cancel call itself must succeed too: libpq's cancel API reads the server's side of the
+    cancel connection to its end, TLS close_notify included."""
     started = time.monotonic()
-    timer = threading.Timer(0.5, how)
+    failures = []
+
+    def cancel():
+        try:
+            how()
+        except Exception as e:  # noqa: BLE001 - reported below, in the test's thread
+            failures.append(e)
+
+    timer = threading.Timer(0.5, cancel)
     timer.start()
     try:
         conn.execute("select pg_sleep(30)")
@@ -40,7 +50,8 @@ def cancel_a_sleep(conn, how):
     else:
         raise AssertionError("pg_sleep was not cancelled")
     finally:
-        timer.cancel()
+        timer.join()
+    assert not failures, f"the cancel call failed: {failures[0]!r}"
     took = time.monotonic() - started
     assert took < 10, f"the cancel took {took:.1f} s"
     # The session goes on after the cancel.
