@@ -29,7 +29,7 @@ backend = "main"
 credentials = "orders"
 pool_mode = "transaction"
 max_connections_percent = 2
-max_idle_connections_percent = 34
+max_idle_connections_percent = 1
 "#;
 
 /// A client that says nothing for `idle_client_timeout` is closed as Postgres closes one
@@ -122,8 +122,9 @@ async fn borrow_timeout_by_its_rds_name_and_init_query() {
     proxy.stop().await;
 }
 
-/// A pool keeps open no more idle connections than `max_idle_connections_percent` of its size:
-/// 34% of 3 is 1.
+/// A pool keeps open no more idle connections than `max_idle_connections_percent` of the
+/// backend's connection slots, as RDS Proxy: 1% of 197 (200 less 3 reserved) is 1, of a pool of
+/// 3 (2%).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_beyond_their_share_are_closed() {
     let proxy = Proxy::start_with("", ROUTES).await;

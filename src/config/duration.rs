@@ -1,4 +1,5 @@
-//! Durations in the config are written the way people say them: `"500ms"`, `"10s"`, `"5m"`, `"1h"`.
+//! Durations in the config are written the way people say them: `"500ms"`, `"10s"`, `"5m"`,
+//! `"1h"`; a bare number is seconds, as RDS Proxy's settings are written (`120`).
 
 use std::time::Duration;
 
@@ -30,10 +31,21 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("\"{text}\" is too long"))
 }
 
+/// A duration as the config writes it: text with a unit, or a bare whole number of seconds (as
+/// RDS Proxy's settings are given).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Written {
+    Text(String),
+    Seconds(u64),
+}
+
 /// `#[serde(deserialize_with = "duration::deserialize")]`
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse(&text).map_err(de::Error::custom)
+    match Written::deserialize(d)? {
+        Written::Text(text) => parse(&text).map_err(de::Error::custom),
+        Written::Seconds(secs) => Ok(Duration::from_secs(secs)),
+    }
 }
 
 #[cfg(test)]

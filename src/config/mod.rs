@@ -350,10 +350,10 @@ pub struct RouteConfig {
         alias = "connection_borrow_timeout"
     )]
     pub borrow_timeout: Duration,
-    /// The share (0-100) of the pool's size kept open while idle: idle connections beyond it
-    /// (and beyond `min_idle`) are closed. Default 50, as RDS Proxy's
-    /// `MaxIdleConnectionsPercent`, for pools sized by `max_connections_percent`; 100 for a
-    /// fixed `max_size`.
+    /// How many idle connections the pool keeps (beyond `min_idle`): with
+    /// `max_connections_percent`, this share (0-100) of the backend's connection slots, as RDS
+    /// Proxy's `MaxIdleConnectionsPercent` (default 50); with a fixed `max_size`, this share of it
+    /// (default 100).
     pub max_idle_connections_percent: Option<u8>,
     /// SQL run on every new backend connection after login (and again after each reset), as
     /// RDS Proxy's `InitQuery`: `SET` statements, say.

@@ -297,7 +297,7 @@ fn rds_proxy_names_and_defaults() {
     assert_eq!(c.routes[0].borrow_timeout, Duration::from_secs(120));
     assert_eq!(c.routes[0].idle_percent(), 50, "a share-sized pool");
     let c = parse(&format!(
-        "{GOOD}connection_borrow_timeout = \"7s\"\nmax_size = 4\n"
+        "{GOOD}connection_borrow_timeout = 7\nmax_size = 4\n"
     ))
     .unwrap();
     assert_eq!(c.routes[0].borrow_timeout, Duration::from_secs(7));

@@ -135,6 +135,9 @@ pub struct Pool {
     limit: AtomicUsize,
     /// A share-of-the-backend pool has read the backend's slots and grown to its size.
     sized: AtomicBool,
+    /// What the idle share is a share of: the backend's connection slots once read (for a
+    /// share-sized pool), else the pool's size.
+    idle_base: AtomicUsize,
     idle: Mutex<Vec<Idle>>,
     waiting: AtomicUsize,
     pins: AtomicUsize,
@@ -326,6 +329,7 @@ impl Pool {
             return;
         };
         let size = (slots * usize::from(percent) / 100).max(1);
+        self.idle_base.store(slots, Ordering::Relaxed);
         self.slots.add_permits(size.saturating_sub(self.limit()));
         self.limit.store(size.max(self.limit()), Ordering::Relaxed);
         tracing::info!(
@@ -356,8 +360,10 @@ impl Pool {
                 idle.remove(0);
             }
             // No more idle than the route's share of the pool, longest idle closed first.
-            let keep =
-                (self.limit() * usize::from(settings.idle_percent) / 100).max(settings.min_idle);
+            let base = self.idle_base.load(Ordering::Relaxed).max(self.limit());
+            let keep = (base * usize::from(settings.idle_percent) / 100)
+                .min(self.limit())
+                .max(settings.min_idle);
             if idle.len() > keep {
                 let surplus = idle.len() - keep;
                 idle.drain(..surplus);
@@ -516,6 +522,7 @@ impl Pools {
                     slots: Arc::new(Semaphore::new(initial)),
                     limit: AtomicUsize::new(initial),
                     sized: AtomicBool::new(false),
+                    idle_base: AtomicUsize::new(initial),
                     idle: Mutex::new(Vec::new()),
                     waiting: AtomicUsize::new(0),
                     pins: AtomicUsize::new(0),
