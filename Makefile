@@ -7,8 +7,10 @@ CERTS := certs-dev/server-renewed.crt
 VENV := .venv
 # Made once the packages in tests/requirements.txt are installed, and again when it changes.
 VENV_READY := $(VENV)/.installed
+# node-postgres for the Node.js driver tests, pinned by tests/drivers/package-lock.json.
+NODE_READY := tests/drivers/node_modules/.installed
 
-.PHONY: run run-aws test deps venv build certs check clean-dev
+.PHONY: run run-aws test deps venv node-deps build certs check clean-dev
 
 ## make run: build, make the dev PKI if missing, start a throwaway Postgres and pgvalet.
 run: deps build certs
@@ -19,7 +21,7 @@ run-aws: deps venv build certs
 	@scripts/run-dev.sh aws
 
 ## make test: install what is missing, then format check, clippy and every test.
-test: deps venv certs
+test: deps venv node-deps certs
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	@mkdir -p target
@@ -36,6 +38,13 @@ venv: $(VENV_READY)
 $(VENV_READY): tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+## The Node.js packages the driver tests run (node-postgres), as the lock file pins them.
+node-deps: $(NODE_READY)
+
+$(NODE_READY): tests/drivers/package-lock.json
+	cd tests/drivers && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 build:
