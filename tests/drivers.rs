@@ -99,9 +99,10 @@ async fn an_app_pool_of_30_fits_a_session_mode_route() {
     proxy.stop().await;
 }
 
-/// In transaction mode a client's `options=-c …` and the reported settings it SETs (TimeZone,
-/// client_encoding, standard_conforming_strings, DateStyle) follow it to every backend
-/// connection, without pinning it, and never reach another client.
+/// In transaction mode a client's `options=-c …`, the reported settings it SETs (TimeZone,
+/// client_encoding, standard_conforming_strings, DateStyle) and its lone plain SETs of others
+/// (lock_timeout, work_mem) follow it to every backend connection, without pinning it, and never
+/// reach another client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_follow_a_transaction_mode_client() {
     let proxy = Proxy::start_with("", TXN_ROUTE).await;

@@ -150,7 +150,6 @@ async fn pgjdbc_in_session_and_transaction_mode() {
 /// connection and gets 53300 at connect. Both settings are ones pgvalet already carries for a
 /// client when they come in the startup packet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgvalet pins a session on SET extra_float_digits / SET application_name, which pgjdbc sends at every connect"]
 async fn pgjdbc_defaults_in_transaction_mode() {
     let proxy = Proxy::start_with("", ROUTES).await;
     pgjdbc(&proxy, "txn", "transaction", 2, &[]).await;

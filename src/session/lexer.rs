@@ -8,9 +8,13 @@ pub enum Token<'a> {
     Word(&'a str),
     /// A string literal's text between its quotes, escapes as written.
     Str(&'a str),
+    /// An `E'…'` string's text between its quotes, escapes as written.
+    EscapedStr(&'a str),
     /// A quoted identifier's text between its quotes, doubled quotes as written.
     Quoted(&'a str),
-    /// A number or an operator.
+    /// An unsigned number: digits and points.
+    Number(&'a str),
+    /// An operator or anything else.
     Other,
     Punct(u8),
 }
@@ -56,7 +60,7 @@ impl<'a> Lexer<'a> {
                 b'/' if next == Some(b'*') => self.skip_comment(),
                 b'\'' => tokens.push(Token::Str(self.quoted(self.at, b'\'', false))),
                 b'E' | b'e' if next == Some(b'\'') => {
-                    tokens.push(Token::Str(self.quoted(self.at + 1, b'\'', true)));
+                    tokens.push(Token::EscapedStr(self.quoted(self.at + 1, b'\'', true)));
                 }
                 b'"' => tokens.push(Token::Quoted(self.quoted(self.at, b'"', false))),
                 b'$' => tokens.push(self.dollar()),
@@ -67,6 +71,16 @@ impl<'a> Lexer<'a> {
                 b'(' | b')' | b',' => {
                     tokens.push(Token::Punct(c));
                     self.at += 1;
+                }
+                c if c.is_ascii_digit() => {
+                    let start = self.at;
+                    while b
+                        .get(self.at)
+                        .is_some_and(|&c| c.is_ascii_digit() || c == b'.')
+                    {
+                        self.at += 1;
+                    }
+                    tokens.push(Token::Number(self.slice(start, self.at)));
                 }
                 c if ident_start(c) => {
                     let start = self.at;

@@ -178,6 +178,61 @@ fn statement_reason(tokens: &[Token]) -> Option<PinReason> {
     None
 }
 
+/// A lone `SET [SESSION] name {TO | =} value` with one plain value (a word, a number or a
+/// string), which a transaction-mode client may carry from connection to connection as it
+/// carries its startup settings: the setting's name (an unquoted one in lower case) and value.
+/// `None` for anything else (several statements, `LOCAL`, lists, `DEFAULT`, the special forms),
+/// which pins as before.
+pub fn carried_set(sql: &str) -> Option<(String, String)> {
+    let mut lexer = Lexer::new(sql);
+    let mut tokens = Vec::new();
+    let more = lexer.statement(&mut tokens);
+    let mut rest = Vec::new();
+    if more && (lexer.statement(&mut rest) || !rest.is_empty()) {
+        return None;
+    }
+    let at = if tokens.get(1).is_some_and(|t| t.is("SESSION")) {
+        2
+    } else {
+        1
+    };
+    if !tokens.first().is_some_and(|t| t.is("SET")) || tokens.len() != at + 3 {
+        return None;
+    }
+    let name = match tokens[at] {
+        Token::Word(w)
+            if ![
+                "LOCAL",
+                "TIME",
+                "NAMES",
+                "ROLE",
+                "SCHEMA",
+                "AUTHORIZATION",
+                "CHARACTERISTICS",
+                "TRANSACTION",
+                "CONSTRAINTS",
+                "XML",
+            ]
+            .iter()
+            .any(|k| w.eq_ignore_ascii_case(k)) =>
+        {
+            w.to_ascii_lowercase()
+        }
+        Token::Quoted(q) => q.replace("\"\"", "\""),
+        _ => return None,
+    };
+    if !(tokens[at + 1].is("TO") || tokens[at + 1] == Token::Other) {
+        return None;
+    }
+    let value = match tokens[at + 2] {
+        Token::Word(w) if !w.eq_ignore_ascii_case("DEFAULT") => w.to_owned(),
+        Token::Number(n) => n.to_owned(),
+        Token::Str(s) => s.replace("''", "'"),
+        _ => return None,
+    };
+    Some((name, value))
+}
+
 /// Whether a `SET` statement sets one of the settings the server reports back, which pgvalet
 /// follows from connection to connection instead of pinning: `SET [SESSION] name …`,
 /// `SET TIME ZONE …` (TimeZone), `SET NAMES …` (client_encoding).
@@ -227,6 +282,42 @@ fn is_true(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_sets_can_be_carried() {
+        let carried = |sql| carried_set(sql);
+        let pair = |n: &str, v: &str| Some((n.to_owned(), v.to_owned()));
+        assert_eq!(
+            carried("SET extra_float_digits = 3"),
+            pair("extra_float_digits", "3")
+        );
+        assert_eq!(
+            carried("set session Statement_Timeout to '5s';"),
+            pair("statement_timeout", "5s")
+        );
+        assert_eq!(
+            carried("SET \"work_mem\" TO '8MB'"),
+            pair("work_mem", "8MB")
+        );
+        assert_eq!(carried("SET search_path = app"), pair("search_path", "app"));
+        assert_eq!(
+            carried("set lock_timeout = 'it''s'"),
+            pair("lock_timeout", "it's")
+        );
+        for pinned in [
+            "SET search_path = a, b",
+            "SET LOCAL work_mem = '8MB'",
+            "SET work_mem = DEFAULT",
+            "SET TIME ZONE 'UTC'",
+            "SET ROLE admin",
+            "SET extra_float_digits = -1",
+            "SET work_mem = E'8MB'",
+            "SET work_mem = '8MB'; SET lock_timeout = 1",
+            "select 1",
+        ] {
+            assert_eq!(carried(pinned), None, "{pinned}");
+        }
+    }
 
     #[test]
     fn session_state_pins() {

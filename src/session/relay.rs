@@ -88,6 +88,8 @@ struct State<'a> {
     expected: Expected,
     /// Transaction mode: the session made state that cannot move, so it keeps its backend.
     pinned: Option<PinReason>,
+    /// Transaction mode: a plain SET forwarded, to carry with the client once it has taken.
+    pending_set: Option<(String, String)>,
     /// pgvalet is stopping: end the session at the next idle moment.
     draining: bool,
     sent_by_client: u64,
@@ -114,6 +116,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         statements: Statements::default(),
         expected: Expected::default(),
         pinned: None,
+        pending_set: None,
         draining: false,
         sent_by_client: 0,
         sent_to_client: 0,
@@ -316,15 +319,12 @@ impl State<'_> {
                 Item::Whole { tag: b'Q', len } => {
                     let message = &self.from_client[used..used + len];
                     let sql = query_text(message);
+                    let carry = self.in_flight.idle() && backend.status == b'I';
                     if let Some(sql) = sql {
                         free_databases(&self.pools, sql);
+                        let effect = effect_of(sql, carry, &mut self.pending_set);
+                        apply(effect, &mut self.pinned, &self.pool, backend);
                     }
-                    apply(
-                        sql.and_then(pinning::effect),
-                        &mut self.pinned,
-                        &self.pool,
-                        backend,
-                    );
                     let rewritten = sql.and_then(|sql| {
                         self.statements.rewrite_sql(
                             sql,
@@ -351,11 +351,13 @@ impl State<'_> {
                     used += len;
                 }
                 Item::Whole { tag, len } => {
+                    let carry = self.in_flight.idle() && backend.status == b'I';
                     self.in_flight.client_message(tag);
                     let message = &self.from_client[used..used + len];
                     if let Some(sql) = query_text(message) {
                         free_databases(&self.pools, sql);
-                        apply(pinning::effect(sql), &mut self.pinned, &self.pool, backend);
+                        let effect = effect_of(sql, carry, &mut self.pending_set);
+                        apply(effect, &mut self.pinned, &self.pool, backend);
                     }
                     self.statements
                         .rewrite(message, &mut backend.prepared, &mut self.expected, &mut out)
@@ -405,6 +407,8 @@ impl State<'_> {
                 Item::Begin { tag, n } => {
                     if tag == b'E' {
                         self.expected.error();
+                        // A carried SET that failed (or was rolled back with its batch).
+                        self.pending_set = None;
                     }
                     end += n;
                 }
@@ -427,6 +431,20 @@ impl State<'_> {
                         end = 0;
                     } else {
                         self.traffic.ready(backend.status);
+                        if let Some((name, value)) = self.pending_set.take() {
+                            if backend.status == b'I' {
+                                // The SET took: it goes with the client from now on.
+                                self.settings.set(&name, &value);
+                                backend.applied.set(&name, &value);
+                            } else {
+                                apply(
+                                    Some(Effect::Pin(PinReason::Set)),
+                                    &mut self.pinned,
+                                    &self.pool,
+                                    backend,
+                                );
+                            }
+                        }
                         end += len;
                     }
                 }
@@ -563,6 +581,22 @@ async fn pass_to_client(
     write_draining(client, &data, &mut backend.stream, from_backend)
         .await
         .map_err(|_| "client_gone")
+}
+
+/// What a transaction-mode client's SQL does to its session. A lone plain `SET` sent while
+/// nothing else is under way (`carry`) is not a pin: it is kept in `pending` and, once its
+/// ReadyForQuery shows it took, carried with the client's settings to every connection it
+/// borrows.
+fn effect_of(sql: &str, carry: bool, pending: &mut Option<(String, String)>) -> Option<Effect> {
+    let effect = pinning::effect(sql);
+    if carry
+        && effect == Some(Effect::Pin(PinReason::Set))
+        && let Some(set) = pinning::carried_set(sql)
+    {
+        *pending = Some(set);
+        return None;
+    }
+    effect
 }
 
 /// The SQL of a whole Query or Parse message (tag and length included); `None` for other

@@ -38,6 +38,16 @@ a.execute("SET TimeZone = 'Asia/Tokyo'")
 a.execute("SET client_encoding = 'LATIN1'")
 a.execute("SET standard_conforming_strings = off")
 a.execute("SET DateStyle = 'German'")
+# Settings the server does not report: a lone SET of one plain value is carried too (extended
+# protocol here, simple protocol with ClientCursor), once its ReadyForQuery shows it took.
+a.execute("SET lock_timeout = 2345")
+psycopg.ClientCursor(a).execute("SET work_mem = '8MB'")
+try:
+    a.execute("SET work_mem = 'lots'")
+except psycopg.errors.InvalidParameterValue:
+    pass
+else:
+    raise AssertionError("a bad SET did not fail")
 assert reported(a, "TimeZone") == "Asia/Tokyo"
 first_pid = a.execute("select pg_backend_pid()").fetchone()[0]
 
@@ -48,6 +58,8 @@ with b.transaction():
     assert show(b, "standard_conforming_strings") == "on"
     assert show(b, "DateStyle") == "ISO, MDY"
     assert show(b, "statement_timeout") == "0"
+    assert show(b, "lock_timeout") == "0", "a's SET leaked to b"
+    assert show(b, "work_mem") == "4MB", "a's SET leaked to b"
     with a.transaction():
         assert a.execute("select pg_backend_pid()").fetchone()[0] != first_pid, "a did not move"
         assert show(a, "TimeZone") == "Asia/Tokyo"
@@ -55,6 +67,8 @@ with b.transaction():
         assert show(a, "standard_conforming_strings") == "off"
         assert show(a, "DateStyle") == "German, DMY"
         assert show(a, "statement_timeout") == "4321ms", "a's options did not follow it"
+        assert show(a, "lock_timeout") == "2345ms", "a's SET did not follow it"
+        assert show(a, "work_mem") == "8MB", "a's SET (not the failed one) did not follow it"
         # psycopg decodes with the encoding the server reported: the backend must send LATIN1.
         assert a.execute("select 'é'::text").fetchone()[0] == "é"
         assert a.execute("select '2024-03-01'::date::text").fetchone()[0] == "01.03.2024"
