@@ -71,7 +71,8 @@ install_deps() {
       local version
       version=$(sed -n "s/^__version__.* = '\(.*\)'/\1/p" "${SUITE_DIR[asyncpg]}/asyncpg/_version.py")
       [ -x "$OUT/asyncpg-venv/bin/python" ] || python3 -m venv "$OUT/asyncpg-venv"
-      "$OUT/asyncpg-venv/bin/pip" install -q --disable-pip-version-check "asyncpg==$version" pytest ;;
+      "$OUT/asyncpg-venv/bin/pip" install -q --disable-pip-version-check "asyncpg==$version" \
+        pytest 'distro~=1.9.0' ;;
     node-postgres)
       # The checkout's packages/pg runs from the checkout; its runtime dependencies and the few
       # test dependencies come from npm into a node_modules of our own (found via NODE_PATH).
@@ -118,12 +119,12 @@ for s in "${SUITES[@]}"; do
 done
 
 echo "== starting Postgres on 127.0.0.1:$PG_PORT"
-mkdir -p "$WORK/pgdata" "$WORK/run" "$WORK/tls" "$WORK/secrets"
+mkdir -p "$WORK/pgdata" "$WORK/run" "$WORK/tls" "$WORK/log" "$WORK/secrets"
 cp "$CERTS/postgres.crt" "$WORK/tls/server.crt"
 cp "$CERTS/postgres.key" "$WORK/tls/server.key"
 cp "$CERTS/ca.crt" "$WORK/tls/ca.crt"
 chmod 600 "$WORK/tls/server.key"
-give_pg "$WORK/pgdata" "$WORK/run" "$WORK/tls"
+give_pg "$WORK/pgdata" "$WORK/run" "$WORK/tls" "$WORK/log"
 as_pg "$BIN/initdb" -D "$WORK/pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
   -E UTF8 --locale=C -N >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; exit 1; }
 cat >"$WORK/pgdata/pg_hba.conf" <<HBA
@@ -131,12 +132,12 @@ local     all  postgres                trust
 hostssl   all  all       127.0.0.1/32  scram-sha-256
 HBA
 # max_prepared_transactions: the two-phase-commit tests run instead of skipping.
-as_pg "$BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/postgres.log" -w -t 30 start -o "\
+as_pg "$BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/log/postgres.log" -w -t 30 start -o "\
   -c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$WORK/run \
   -c ssl=on -c ssl_cert_file=$WORK/tls/server.crt -c ssl_key_file=$WORK/tls/server.key \
   -c ssl_ca_file=$WORK/tls/ca.crt -c password_encryption=scram-sha-256 \
   -c max_connections=200 -c max_prepared_transactions=20 -c jit=off" >/dev/null \
-  || { tail -n 20 "$WORK/postgres.log" >&2; exit 1; }
+  || { tail -n 20 "$WORK/log/postgres.log" >&2; exit 1; }
 as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/run" -p "$PG_PORT" -U postgres -d postgres >/dev/null <<SQL
 CREATE ROLE $ROLE SUPERUSER LOGIN PASSWORD '$PASSWORD';
 CREATE DATABASE $ROLE OWNER $ROLE;
@@ -216,8 +217,11 @@ run_suite() { # suite way port
   case "$suite" in
     psycopg)
       # -p no:randomly: the same order every way. test_typing runs mypy, not the database.
+      # Tests marked slow or timing (sleeps, pool timeouts, measured durations) are left out:
+      # they take most of the suite's time and measure the machine more than the protocol.
       (cd "$dir" && env "${env[@]}" timeout 3600 "$OUT/psycopg-venv/bin/pytest" -q -p no:randomly \
-        -p no:cacheprovider --junitxml="$out/junit.xml" -o junit_family=xunit2 \
+        -m "not slow and not timing" --durations=20 \
+        -o cache_dir="$out/pytest-cache" --junitxml="$out/junit.xml" -o junit_family=xunit2 \
         --test-dsn "host=127.0.0.1 port=$port user=$ROLE dbname=$ROLE sslmode=verify-full sslrootcert=$CERTS/ca.crt$tls" \
         --deselect tests/test_typing.py tests >"$out/output.txt" 2>&1) || true ;;
     asyncpg)
@@ -234,7 +238,7 @@ run_suite() { # suite way port
         while read -r f; do
           echo "### $f"
           (cd "$dir/packages/pg" && env "${env[@]}" NODE_PATH="$OUT/node-postgres/node_modules" \
-            NODE_EXTRA_CA_CERTS="$CERTS/ca.crt" timeout 120 node "$f" 2>&1) && rc=0 || rc=$?
+            NODE_EXTRA_CA_CERTS="$CERTS/ca.crt" NODE_NO_WARNINGS=1 timeout 120 node "$f" 2>&1) && rc=0 || rc=$?
           echo "### exit $rc"
         done >"$out/output.txt" ;;
   esac
