@@ -9,10 +9,11 @@
 #
 # DIR is a checkout of the suite's repository at the tag named in docs/compatibility.md.
 # Everything runs on loopback: one throwaway Postgres (TLS, SCRAM) on a free port, and for each
-# pgvalet way a pgvalet process (release build) on a free port in front of it, with a
-# certificate route (client certificate certs-dev/orders.crt) and a password route (RDS Proxy
-# style, for drivers whose suite cannot present a certificate), both logging in as the same
-# superuser role the direct runs use. Results go to target/driver-suites/results/.
+# suite and pgvalet mode a pgvalet process (release build) on a free port in front of it, with
+# one route: a certificate route (client certificate certs-dev/orders.crt), or for a driver
+# whose suite cannot present a certificate (node-postgres) a password route (RDS Proxy style).
+# The route logs in as the same superuser role the direct runs use, and the client sends that
+# role's name. Results go to target/driver-suites/results/.
 # The temporary cluster and processes are removed at exit (--keep leaves the cluster's files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,9 +147,14 @@ printf '{"username":"%s","password":"%s"}\n' "$ROLE" "$PASSWORD" >"$WORK/secrets
 chmod 600 "$WORK/secrets/suites.json"
 
 # ---------------------------------------------------------------- pgvalet
-start_pgvalet() { # mode
-  local mode=$1 port
+start_pgvalet() { # mode auth: one route, "cert" (certs-dev/orders.crt) or "password"
+  local mode=$1 auth=$2 port route
   port=$(free_port)
+  if [ "$auth" = cert ]; then
+    route='identity = "uri:spiffe://pgvalet.dev/svc/orders"'
+  else
+    route='auth = "password"'
+  fi
   cat >"$WORK/pgvalet-$mode.toml" <<TOML
 listen_addr = "127.0.0.1:$port"
 allow_cidrs = ["127.0.0.0/8"]
@@ -170,31 +176,22 @@ source = "file"
 path = "$WORK/secrets/suites.json"
 
 [[routes]]
-name = "suites-cert"
-identity = "uri:spiffe://pgvalet.dev/svc/orders"
-users = ["$ROLE"]
-databases = ["*"]
-backend = "pg"
-credentials = "suites"
-pool_mode = "$mode"
-
-[[routes]]
-name = "suites-password"
-auth = "password"
+name = "suites"
+$route
 users = ["$ROLE"]
 databases = ["*"]
 backend = "pg"
 credentials = "suites"
 pool_mode = "$mode"
 TOML
-  "$PGVALET" --config "$WORK/pgvalet-$mode.toml" >"$RESULTS/pgvalet-$mode.log" 2>&1 &
+  "$PGVALET" --config "$WORK/pgvalet-$mode.toml" >"$LOG" 2>&1 &
   PGVALET_PID=$!
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then PROXY_PORT=$port; return; fi
     kill -0 "$PGVALET_PID" 2>/dev/null || break
     sleep 0.1
   done
-  cat "$RESULTS/pgvalet-$mode.log" >&2
+  cat "$LOG" >&2
   exit 1
 }
 
@@ -247,13 +244,20 @@ run_suite() { # suite way port
 
 IFS=, read -r -a WAY_LIST <<<"$WAYS"
 for way in "${WAY_LIST[@]}"; do
-  case "$way" in
-    direct) port=$PG_PORT ;;
-    session | transaction) start_pgvalet "$way"; port=$PROXY_PORT ;;
-    *) echo "unknown way: $way" >&2; exit 2 ;;
-  esac
-  for s in "${SUITES[@]}"; do run_suite "$s" "$way" "$port"; done
-  stop_pgvalet
+  for s in "${SUITES[@]}"; do
+    case "$way" in
+      direct) run_suite "$s" direct "$PG_PORT" ;;
+      session | transaction)
+        # A pgvalet of its own per suite and mode: fresh pools, and its log beside the results.
+        auth=cert
+        [ "$s" = node-postgres ] && auth=password
+        LOG=$RESULTS/pgvalet-$s-$way.log
+        start_pgvalet "$way" "$auth"
+        run_suite "$s" "$way" "$PROXY_PORT"
+        stop_pgvalet ;;
+      *) echo "unknown way: $way" >&2; exit 2 ;;
+    esac
+  done
 done
 
 python3 scripts/driver-suites-report.py "$RESULTS" "${SUITES[@]}"
