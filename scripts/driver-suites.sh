@@ -240,6 +240,19 @@ run_suite() { # suite way port
         done >"$out/output.txt" ;;
   esac
   echo "   $((SECONDS - start)) s"
+  drop_leftovers
+}
+
+# A database a suite left behind (say, because a pooled connection kept it open when the suite
+# dropped it) would change the next run's outcome: each run starts with the databases of the
+# first.
+admin_sql() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 -h "$WORK/run" -p "$PG_PORT" -U postgres -d postgres "$@"; }
+drop_leftovers() {
+  local db
+  for db in $(admin_sql -c "SELECT datname FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1', '$ROLE')"); do
+    echo "   dropping database $db, left by the run"
+    admin_sql -c "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
+  done
 }
 
 IFS=, read -r -a WAY_LIST <<<"$WAYS"
