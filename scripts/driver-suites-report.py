@@ -34,6 +34,7 @@ def junit_outcomes(path: Path) -> dict[str, str]:
     return outcomes
 
 
+TIMED_OUT = re.compile(r"^Error: test: (?P<name>.*) did not complete withi?n?t? ?\d+ms$")
 TEST_LINE = re.compile(r"^  (?P<name>.*?) (?P<mark>✔|FAILED!|\? - SKIPPED)$")
 
 
@@ -42,10 +43,16 @@ def node_outcomes(path: Path) -> dict[str, str]:
     outcomes = {}
     current = None
     for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("### exit "):
+        # The runner prints the file's name with no newline, so a file that prints nothing
+        # else puts its exit marker at the end of that line.
+        if "### exit " in line:
             outcomes[current] = "passed" if line.split()[-1] == "0" else "failed"
         elif line.startswith("### "):
             current = line[4:]
+        elif m := TIMED_OUT.match(line):
+            # The runner's own per-test timeout: the test's name was printed, its mark never.
+            if current:
+                outcomes[f"{current}::{m['name'].strip()}"] = "failed"
         else:
             # A test's name is printed before it runs and its mark after, so output printed
             # while it runs can fall between them; only the last part counts.
