@@ -1,7 +1,6 @@
 //! Differences from Postgres that the drivers' own test suites found through pgvalet
 //! (scripts/driver-suites.sh; causes in docs/compatibility.md), each as the smallest exchange
-//! that shows it. Each test is ignored until the fix of its difference lands; that fix removes
-//! the `#[ignore]`.
+//! that shows it, kept as a regression test once mended.
 
 mod common;
 
@@ -60,7 +59,6 @@ const ONE_IDLE: Stats = Stats {
 /// only when it opens a connection, so a client given a pooled one loses them, and the next
 /// client of the connection that was opened with them inherits them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "docs/compatibility.md, bug 1: startup parameters stick to the backend connection"]
 async fn startup_settings_follow_the_client_not_the_connection() {
     let proxy = Proxy::start_with("", TXN_ROUTE).await;
     for (route, user) in [("orders", "orders"), ("txn", "txn")] {
@@ -106,7 +104,6 @@ async fn startup_settings_follow_the_client_not_the_connection() {
 /// server closes; Postgres ends with a TLS close_notify, and without one OpenSSL reports
 /// "unexpected eof while reading" and libpq a failed cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "docs/compatibility.md, bug 3: no close_notify after a cancel inside TLS"]
 async fn a_cancel_inside_tls_ends_with_close_notify() {
     let proxy = Proxy::start().await;
     let (mut session, msgs) = login(proxy.port(), "orders", &[]).await;
@@ -138,7 +135,6 @@ async fn a_cancel_inside_tls_ends_with_close_notify() {
 /// backend left with it; through pgvalet the pool's idle connection to that database makes
 /// Postgres refuse with 55006 "database … is being accessed by other users".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "docs/compatibility.md, bug 4: idle pooled connections keep a database open"]
 async fn a_client_may_drop_a_database_pgvalet_holds_idle_connections_to() {
     let c = common::cluster();
     c.admin_sql(
