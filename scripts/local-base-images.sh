@@ -17,7 +17,8 @@
 #                                                                       contract (deploy/local-bases)
 #   pgvalet-local/moto:5.1.4            motoserver/moto:5.1.4           moto[server] from PyPI
 #
-# Images that exist already are kept (`--force` makes them again). Every image carries the label
+# Images that exist already are kept (`--force` makes them again). `build` makes only the first
+# three (what `docker build .` needs), `services` only Postgres and moto (on the Debian base). Every image carries the label
 # pgvalet.local-base=1. `--env` prints the variables that point the Dockerfile and the compose
 # file at them:  eval "$(scripts/local-base-images.sh --env)"
 #
@@ -43,12 +44,15 @@ ENV
 }
 
 FORCE=
-case "${1:-}" in
-  --env) print_env; exit 0 ;;
-  --force) FORCE=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--force | --env]" >&2; exit 2 ;;
-esac
+WANT=all
+for arg in "$@"; do
+  case "$arg" in
+    --env) print_env; exit 0 ;;
+    --force) FORCE=1 ;;
+    build | services | all) WANT=$arg ;;
+    *) echo "usage: $0 [--force] [build | services | all] | --env" >&2; exit 2 ;;
+  esac
+done
 
 have() { [ -z "$FORCE" ] && docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -92,14 +96,14 @@ import() { # import DIR NAME [--change …]
 
 PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-if ! have "$DEBIAN"; then
+if { [ "$WANT" != services ] && ! have "$DEBIAN"; } || ! docker image inspect "$DEBIAN" >/dev/null 2>&1; then
   debootstrapped
   import "$ROOT" "$DEBIAN" --change "ENV PATH=$PATH_ENV" --change 'CMD ["bash"]'
 fi
 
 # The runtime: only the files of libc6 and libgcc-s1, the CA bundle, and the users, on Debian's
 # merged-/usr layout.
-if ! have "$RUNTIME"; then
+if [ "$WANT" != services ] && ! have "$RUNTIME"; then
   debootstrapped
   R=$WORK/runtime
   mkdir -p "$R"/usr/{bin,sbin,lib,lib64} "$R"/etc/ssl/certs "$R"/tmp "$R"/home/nonroot "$R"/root
@@ -135,7 +139,7 @@ fi
 
 # The Rust build image: a C toolchain from Debian (ring compiles C) and the Rust toolchain this
 # machine builds pgvalet with, copied in.
-if ! have "$RUST"; then
+if [ "$WANT" != services ] && ! have "$RUST"; then
   debootstrapped
   sysroot=$(rustc --print sysroot)
   echo "Rust toolchain from $sysroot ($(rustc --version))"
@@ -158,5 +162,7 @@ build() { # build NAME DIR: a Dockerfile in deploy/local-bases on the local Debi
   docker build -q --build-arg "BASE=$DEBIAN" --label "$LABEL" -t "$name" "$dir" >/dev/null
   echo "made $name ($(docker image inspect -f '{{.Size}}' "$name" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
-build "$POSTGRES" deploy/local-bases/postgres
-build "$MOTO" deploy/local-bases/moto
+if [ "$WANT" != build ]; then
+  build "$POSTGRES" deploy/local-bases/postgres
+  build "$MOTO" deploy/local-bases/moto
+fi

@@ -45,6 +45,7 @@ cleanup() {
     for c in $(docker ps -aq --filter "label=pgvalet.ecs-task=$ECS"); do docker logs --tail=40 "$c"; done
   fi
   log "cleaning up"
+  if [ -n "${SERVICES:-}" ]; then kill "$SERVICES" 2>/dev/null; wait "$SERVICES" 2>/dev/null; fi
   if docker info >/dev/null 2>&1; then
     docker ps -aq --filter "label=pgvalet.ecs-task=$ECS" | xargs -r docker rm -f >/dev/null
     compose down -v --remove-orphans >/dev/null 2>&1
@@ -105,8 +106,11 @@ else
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
-  scripts/local-base-images.sh
+  scripts/local-base-images.sh build
   eval "$(scripts/local-base-images.sh --env)"
+  # Postgres and moto (apt and pip, little CPU) are made while the image builds.
+  scripts/local-base-images.sh services >"$WORK/services.log" 2>&1 &
+  SERVICES=$!
 fi
 BUILD_ARGS=()
 [ -n "${PGVALET_RUST_IMAGE:-}" ] && BUILD_ARGS+=(--build-arg "RUST_IMAGE=$PGVALET_RUST_IMAGE")
@@ -125,13 +129,17 @@ health=$(docker image inspect -f '{{json .Config.Healthcheck.Test}}' "$IMAGE")
 echo "size $((size / 1000000)) MB, user $user, health check $health"
 [ "$user" = nonroot ] || [ "$user" = 65532 ] || fail "image user is '$user'"
 [ "$health" = '["CMD","/usr/local/bin/pgvalet","health"]' ] || fail "health check is $health"
-docker run --rm "$IMAGE" --version | grep -q pgvalet || fail "pgvalet --version"
+version=$(docker run --rm "$IMAGE" --version)
+[[ "$version" == pgvalet* ]] || fail "pgvalet --version: $version"
 if docker run --rm --entrypoint /bin/sh "$IMAGE" -c true >/dev/null 2>&1; then fail "the image has a shell"; fi
-[ "$(docker run --rm --entrypoint /usr/local/bin/pgvalet "$IMAGE" health --config /nonexistent >/dev/null 2>&1; echo $?)" = 1 ] \
-  || fail "pgvalet health without a server must exit 1"
-echo "ok: runs as nonroot, no shell, pgvalet health is the health check"
+[ "$(docker run --rm "$IMAGE" health >/dev/null 2>&1; echo $?)" = 1 ] || fail "pgvalet health with nothing to ask must exit 1"
+echo "ok: $version runs as nonroot, no shell, pgvalet health is the health check"
 
 # --- 2. the gateway: docker-compose.yml ------------------------------------------------------
+if [ -n "${SERVICES:-}" ]; then
+  wait "$SERVICES" || { cat "$WORK/services.log"; fail "making the Postgres and moto images"; }
+  cat "$WORK/services.log"
+fi
 log "2. docker-compose up"
 export PGVALET_PORT=$(free_port) PGVALET_METRICS_PORT=$(free_port) PGVALET_PG_PORT=$(free_port) PGVALET_SM_PORT=$(free_port)
 start=$(date +%s)
@@ -226,7 +234,8 @@ wait "$IDLE" || { cat "$WORK/idle.log"; fail "the idle client was not told 57P01
 cat "$WORK/idle.log"
 code=$(docker inspect -f '{{.State.ExitCode}}' "$PGVALET_CONTAINER")
 [ "$code" = 0 ] || fail "pgvalet exited $code on docker-compose stop"
-docker logs "$PGVALET_CONTAINER" 2>&1 | grep -q "pgvalet stopped" || fail "no 'pgvalet stopped' in the log"
+docker logs "$PGVALET_CONTAINER" >"$WORK/pgvalet.log" 2>&1
+grep -q "pgvalet stopped" "$WORK/pgvalet.log" || fail "no 'pgvalet stopped' in the log"
 echo "ok: stopped in ${took} s (grace period 30 s), exit 0"
 
 # --- 3. the ECS sidecar task ------------------------------------------------------------------
@@ -269,7 +278,7 @@ docker inspect -f 'pgvalet: user={{.Config.User}} read-only={{.HostConfig.Readon
 [ "$(docker inspect -f '{{.Config.User}}' "$P")" = 65532 ] || fail "user"
 [ "$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$P")" = true ] || fail "read-only root filesystem"
 [ "$(docker inspect -f '{{.State.Health.Status}}' "$P")" = healthy ] || fail "health"
-uids=$(docker top "$P" -o uid | tail -n +2 | sort -u | tr '\n' ' ')
+uids=$(docker top "$P" -o pid,uid | awk 'NR > 1 { print $2 }' | sort -u | tr '\n' ' ')
 [ "$uids" = "65532 " ] || fail "pgvalet's processes run as uid $uids"
 echo "ok: pgvalet healthy, processes uid $uids, root filesystem read-only"
 rows=$(docker exec "$A" psql -XAtc "select current_user, current_database(), inet_server_port() is not null")
