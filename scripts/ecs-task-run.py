@@ -11,7 +11,7 @@ docker flags, and `dependsOn: HEALTHY` honoured before a container starts.
         --env pgvalet:PGVALET_BACKENDS__MAIN__HOST=postgres \\
         --command 'orders=sleep infinity'
 
-Containers are named PREFIX-NAME and labelled pgvalet.ecs-task=PREFIX; `docker rm -f` them to
+Containers are named PREFIX-NAME and labelled pgvalet.ecs-task=PREFIX; `docker rm -fv` them to
 stop the task. The first container in `dependsOn` order owns the network namespace and joins
 NETWORK; `--image` replaces a container's image (an ECR name a docker host cannot pull),
 `--env NAME:KEY=VALUE` adds a variable (what a local run must point elsewhere than AWS),

@@ -47,7 +47,7 @@ cleanup() {
   log "cleaning up"
   if [ -n "${SERVICES:-}" ]; then kill "$SERVICES" 2>/dev/null; wait "$SERVICES" 2>/dev/null; fi
   if docker info >/dev/null 2>&1; then
-    docker ps -aq --filter "label=pgvalet.ecs-task=$ECS" | xargs -r docker rm -f >/dev/null
+    docker ps -aq --filter "label=pgvalet.ecs-task=$ECS" | xargs -r docker rm -fv >/dev/null
     compose down -v --remove-orphans >/dev/null 2>&1
     if [ -z "${PGVALET_KEEP_IMAGES:-}" ] && [ -n "$IMAGES_BEFORE" ]; then
       # Tagged images first, then the untagged layers and build stages this run left.
