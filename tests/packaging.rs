@@ -315,11 +315,17 @@ fn base_image_args() -> BTreeMap<String, String> {
 fn base_images_are_public_by_default_and_replaceable_everywhere() {
     let args = base_image_args();
     assert_eq!(args["RUST_IMAGE"], "rust:1.95-slim-bookworm");
-    assert_eq!(args["RUNTIME_IMAGE"], "gcr.io/distroless/cc-debian12:nonroot");
+    assert_eq!(
+        args["RUNTIME_IMAGE"],
+        "gcr.io/distroless/cc-debian12:nonroot"
+    );
     assert_eq!(args["DEVTOOLS_IMAGE"], "debian:bookworm-slim");
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
     for arg in args.keys() {
-        assert!(dockerfile.contains(&format!("FROM ${{{arg}}}")), "{arg} is not a FROM");
+        assert!(
+            dockerfile.contains(&format!("FROM ${{{arg}}}")),
+            "{arg} is not a FROM"
+        );
     }
 
     // The compose file passes the same defaults, each replaceable by the PGVALET_ variable that
