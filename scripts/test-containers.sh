@@ -234,6 +234,8 @@ wait "$IDLE" || { cat "$WORK/idle.log"; fail "the idle client was not told 57P01
 cat "$WORK/idle.log"
 code=$(docker inspect -f '{{.State.ExitCode}}' "$PGVALET_CONTAINER")
 [ "$code" = 0 ] || fail "pgvalet exited $code on docker-compose stop"
+grace=$(docker inspect -f '{{.Config.StopTimeout}}' "$PGVALET_CONTAINER")
+[ "$grace" = 30 ] || fail "the compose pgvalet's stop timeout is '$grace', not stop_grace_period's 30 s"
 docker logs "$PGVALET_CONTAINER" >"$WORK/pgvalet.log" 2>&1
 grep -q "pgvalet stopped" "$WORK/pgvalet.log" || fail "no 'pgvalet stopped' in the log"
 echo "ok: stopped in ${took} s (grace period 30 s), exit 0"
