@@ -144,8 +144,9 @@ if [ "$WANT" != services ] && ! have "$RUST"; then
   sysroot=$(rustc --print sysroot)
   echo "Rust toolchain from $sysroot ($(rustc --version))"
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-  chroot "$ROOT" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive chroot "$ROOT" apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
+  { chroot "$ROOT" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive chroot "$ROOT" apt-get install -y -qq --no-install-recommends gcc libc6-dev; } \
+    >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; exit 1; }
   chroot "$ROOT" apt-get clean
   rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin
   : >"$ROOT/etc/resolv.conf"
