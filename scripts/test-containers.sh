@@ -59,6 +59,8 @@ cleanup() {
   if [ -n "$DOCKERD_PID" ]; then
     kill "$DOCKERD_PID" 2>/dev/null
     for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+    # The bridge dockerd made at its start, if there was none before.
+    if [ -n "${BRIDGE_MADE:-}" ]; then ip link delete docker0 2>/dev/null; fi
     echo "stopped the dockerd this run started"
   fi
   rm -rf "$WORK"
@@ -80,6 +82,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
+  ip link show docker0 >/dev/null 2>&1 || BRIDGE_MADE=1
   mkdir -p target
   dockerd >target/dockerd.log 2>&1 &
   DOCKERD_PID=$!
