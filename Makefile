@@ -10,9 +10,10 @@ VENV_READY := $(VENV)/.installed
 # node-postgres for the Node.js driver tests, pinned by tests/drivers/package-lock.json.
 NODE_READY := tests/drivers/node_modules/.installed
 
-.PHONY: run run-aws test deps venv node-deps build certs check clean-dev
+.PHONY: run run-aws test test-containers deps venv node-deps build certs check clean-dev
 
-## make run: build, make the dev PKI if missing, start a throwaway Postgres and pgvalet.
+## make run: build (release: what you would deploy), make the dev PKI if missing, start a
+## throwaway Postgres and pgvalet.
 run: deps build certs
 	@scripts/run-dev.sh
 
@@ -27,6 +28,11 @@ test: deps venv node-deps certs
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+
+## make test-containers: the image, the compose gateway and the ECS sidecar task, run in a real
+## Docker engine (installed and started when missing; scripts/test-containers.sh).
+test-containers: deps venv
+	@scripts/test-containers.sh
 
 deps:
 	@scripts/install-deps.sh
@@ -48,16 +54,20 @@ $(NODE_READY): tests/drivers/package-lock.json
 	touch $@
 
 build:
-	$(CARGO) build
+	$(CARGO) build --release
+
+# The dev PKI generator builds with the profile of the target that asks for it: release for
+# run/run-aws/check (sharing make build's dependencies), debug for test (sharing cargo test's).
+run run-aws check: DEVPKI_PROFILE := --release
 
 certs: $(CERTS)
 
 $(CERTS):
-	$(CARGO) run -q --example devpki -- certs-dev
+	$(CARGO) run $(DEVPKI_PROFILE) -q --example devpki -- certs-dev
 
 ## make check: validate config/dev.toml and load its certificates.
 check: build certs
-	target/debug/pgvalet check --config config/dev.toml
+	target/release/pgvalet check --config config/dev.toml
 
 clean-dev:
 	-scripts/dev-cluster.sh stop

@@ -3,6 +3,11 @@ and rotates them by hand: the same steps the AWS rotation Lambda takes.
 
     .venv/bin/python scripts/dev-secrets.py store            # target/dev/secrets/*.json -> pgvalet/dev/*
     .venv/bin/python scripts/dev-secrets.py rotate orders    # single-user rotation of pgvalet/dev/orders
+
+Against the compose stack (docker-compose.yml) instead of make run-aws:
+
+    PGVALET_DEV_SM=http://127.0.0.1:4566 PGVALET_DEV_PG_HOST=127.0.0.1 PGPASSWORD=superuser-dev-only \
+        .venv/bin/python scripts/dev-secrets.py rotate orders
 """
 
 import json
@@ -42,9 +47,12 @@ def store():
 
 
 def psql(sql):
-    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", os.path.join(DEV, "run"),
+    # The superuser: through make run's socket by default; with PGVALET_DEV_PG_HOST (for the
+    # compose stack: 127.0.0.1, and PGPASSWORD) over TCP.
+    host = os.environ.get("PGVALET_DEV_PG_HOST", os.path.join(DEV, "run"))
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host,
            "-p", os.environ.get("PGVALET_DEV_PG_PORT", "55432"), "-U", "postgres", "-d", "postgres", "-c", sql]
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and host.startswith("/"):
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
     subprocess.run(cmd, check=True, cwd="/")
 

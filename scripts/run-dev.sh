@@ -45,4 +45,4 @@ pgvalet is starting on 127.0.0.1:6432. In another terminal, from this directory:
 (billing: dbname=billing user=billing with certs-dev/billing.crt and .key). Ctrl-C stops pgvalet and Postgres.
 
 BANNER
-target/debug/pgvalet --config "$CONFIG"
+target/release/pgvalet --config "$CONFIG"

@@ -13,7 +13,8 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// docker-compose.yml as JSON, read by PyYAML from the test venv (`make venv`).
+/// docker-compose.yml as JSON, read by PyYAML from the test venv (`make venv`), with every
+/// `${VAR:-default}` at its default, as compose reads it when no such variable is set.
 fn compose() -> Value {
     let python = repo(".venv/bin/python");
     assert!(
@@ -24,7 +25,7 @@ fn compose() -> Value {
     let out = Command::new(python)
         .args([
             "-c",
-            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            "import json, re, sys, yaml; text = re.sub(r'\\$\\{\\w+:-([^}]*)\\}', r'\\1', open(sys.argv[1]).read()); print(json.dumps(yaml.safe_load(text)))",
         ])
         .arg(repo("docker-compose.yml"))
         .output()
@@ -295,4 +296,78 @@ fn ecs_task_definition_is_a_working_sidecar() {
     assert!(route.allows_database(&app_env["PGDATABASE"]));
     assert_eq!(app["dependsOn"][0]["containerName"], "pgvalet");
     assert_eq!(app["dependsOn"][0]["condition"], "HEALTHY");
+}
+
+/// The Dockerfile's `ARG NAME=default` lines before the first `FROM`: the base images.
+fn base_image_args() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    text.lines()
+        .take_while(|l| !l.starts_with("FROM "))
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn base_images_are_public_by_default_and_replaceable_everywhere() {
+    let args = base_image_args();
+    assert_eq!(args["RUST_IMAGE"], "rust:1.95-slim-bookworm");
+    assert_eq!(
+        args["RUNTIME_IMAGE"],
+        "gcr.io/distroless/cc-debian12:nonroot"
+    );
+    assert_eq!(args["DEVTOOLS_IMAGE"], "debian:bookworm-slim");
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    for arg in args.keys() {
+        assert!(
+            dockerfile.contains(&format!("FROM ${{{arg}}}")),
+            "{arg} is not a FROM"
+        );
+    }
+
+    // The compose file passes the same defaults, each replaceable by the PGVALET_ variable that
+    // scripts/local-base-images.sh --env sets; so are the images of Postgres and moto.
+    let raw = std::fs::read_to_string(repo("docker-compose.yml")).unwrap();
+    let local = std::fs::read_to_string(repo("scripts/local-base-images.sh")).unwrap();
+    for (arg, default) in &args {
+        let var = format!("PGVALET_{arg}");
+        assert!(
+            raw.contains(&format!("{arg}: ${{{var}:-{default}}}")),
+            "compose build arg {arg}"
+        );
+        assert!(local.contains(&format!("export {var}=")), "{var}");
+    }
+    let compose = compose();
+    let services = compose["services"].as_object().unwrap();
+    assert_eq!(services["postgres"]["image"], "postgres:15");
+    assert_eq!(services["moto"]["image"], services["seed"]["image"]);
+    for var in ["PGVALET_POSTGRES_IMAGE", "PGVALET_MOTO_IMAGE"] {
+        assert!(raw.contains(&format!("image: ${{{var}:-")), "{var}");
+        assert!(local.contains(&format!("export {var}=")), "{var}");
+    }
+    for name in ["setup", "pgvalet"] {
+        let build = &services[name]["build"];
+        assert_eq!(build["context"], ".");
+        for (arg, default) in &args {
+            assert_eq!(build["args"][arg], default.as_str(), "{name}: {arg}");
+        }
+    }
+    assert_eq!(services["setup"]["build"]["target"], "devtools");
+}
+
+#[test]
+fn compose_stop_lets_pgvalet_drain() {
+    let compose = compose();
+    let pgvalet = &compose["services"]["pgvalet"];
+    let grace: u64 = pgvalet["stop_grace_period"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    let config = Config::load(&repo("config/dev-aws.toml")).unwrap();
+    assert!(grace > config.shutdown_timeout.as_secs());
 }
