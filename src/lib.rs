@@ -10,9 +10,11 @@
 //! - [`server`]: accept loop, global CIDR gate, client limit, reload (SIGHUP, `watch`), stop.
 //! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
 //!   handshake (first packet, TLS, startup packet), `session::password` password mode,
-//!   `session::relay` moves messages and returns connections to the pool, with
-//!   `in_flight` (what the backend still owes), `statements` (prepared statements across
-//!   backends) and `pinning` (session state that cannot move) for transaction mode.
+//!   `session::iam` IAM token mode, `session::relay` moves messages and returns connections to
+//!   the pool, with `in_flight` (what the backend still owes), `statements` (prepared
+//!   statements across backends, SQL EXECUTE/DEALLOCATE of them), `pinning` (session state
+//!   that cannot move, SETs that can be carried) and `database_ddl` (statements that need a
+//!   database without sessions), all reading SQL with `lexer`.
 //! - [`proxy_protocol`]: the PROXY v1/v2 header of a load balancer, sans-IO.
 //! - [`protocol`]: sans-IO wire protocol: first packets, frames, the relay's scanner, SCRAM,
 //!   messages pgvalet sends.
@@ -21,7 +23,8 @@
 //! - [`credentials`]: where database logins come from (Secrets Manager, file, env), cached
 //!   through rotation, with secret values hidden.
 //! - [`pool`]: backend connection pools per (route, database); session and transaction mode.
-//! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5).
+//! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5),
+//!   and the client settings applied to each borrowed connection (`backend::settings`).
 //! - [`iam`]: RDS IAM auth tokens: reading and checking them (SigV4), and making them.
 //! - [`cancel`]: pgvalet's own cancel keys (3.0 and 3.2 layouts), their forwarding.
 //! - [`crypto`]: HMAC-SHA-256 and constant-time comparison, shared by SCRAM and cancel keys.

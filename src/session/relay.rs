@@ -417,17 +417,15 @@ impl State<'_> {
                     backend.status = self.from_backend.get(end + 5).copied().unwrap_or(b'I');
                     self.in_flight.ready();
                     if self.expected.ready() {
-                        // The answer to a Sync pgvalet sent itself: pass what came before it,
-                        // then drop it.
-                        pass_to_client(
+                        // The answer to a Sync pgvalet sent itself.
+                        hide_from_client(
                             &mut self.client,
                             &mut self.from_backend,
-                            end,
+                            (end, len),
                             backend,
                             &mut self.sent_to_client,
                         )
                         .await?;
-                        self.from_backend.advance(len);
                         end = 0;
                     } else {
                         self.traffic.ready(backend.status);
@@ -450,17 +448,15 @@ impl State<'_> {
                 }
                 Item::Whole { tag: b'1', len } => {
                     if self.expected.parse_complete() {
-                        // The answer to a Parse pgvalet sent itself: pass what came before it,
-                        // then drop it.
-                        pass_to_client(
+                        // The answer to a Parse pgvalet sent itself.
+                        hide_from_client(
                             &mut self.client,
                             &mut self.from_backend,
-                            end,
+                            (end, len),
                             backend,
                             &mut self.sent_to_client,
                         )
                         .await?;
-                        self.from_backend.advance(len);
                         end = 0;
                     } else {
                         end += len;
@@ -618,6 +614,20 @@ fn free_databases(pools: &Pools, sql: &str) {
         let closed = pools.close_idle(&database);
         tracing::info!(%database, closed, "closed idle pooled connections to a database a client is dropping or renaming");
     }
+}
+
+/// Passes the `at` bytes the backend sent before a message of `len` bytes that answers
+/// pgvalet itself, then drops that message: `at` and `len` as `(at, len)`.
+async fn hide_from_client(
+    client: &mut TlsStream<TcpStream>,
+    from_backend: &mut BytesMut,
+    (at, len): (usize, usize),
+    backend: &mut Pooled,
+    sent: &mut u64,
+) -> Result<(), &'static str> {
+    pass_to_client(client, from_backend, at, backend, sent).await?;
+    from_backend.advance(len);
+    Ok(())
 }
 
 /// Acts on what a client's SQL does to its session: a pin keeps the backend for the session
