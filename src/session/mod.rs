@@ -9,6 +9,8 @@ mod lexer;
 pub mod password;
 mod pinning;
 mod relay;
+mod relay_io;
+mod relay_sql;
 mod statements;
 
 use std::net::SocketAddr;

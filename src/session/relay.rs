@@ -8,11 +8,9 @@
 //! Writes keep reading the other direction into a bounded buffer, so a client that pipelines
 //! (JDBC batches, libpq pipeline mode) cannot wedge pgvalet between itself and the backend.
 
-use std::future::pending;
-
 use crate::server::Lifecycle;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -25,9 +23,10 @@ use crate::metrics::{ClientPhase, ClientState, Traffic};
 use crate::pool::{Pool, Pooled, Pools};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
-use crate::session::database_ddl;
 use crate::session::in_flight::InFlight;
-use crate::session::pinning::{self, Effect, PinReason};
+use crate::session::pinning::{Effect, PinReason};
+use crate::session::relay_io::{hide_from_client, pass_to_client, read_backend, write_draining};
+use crate::session::relay_sql::{apply, effect_of, free_databases, query_text};
 use crate::session::statements::{self, Expect, Expected, Statements};
 use std::sync::Arc;
 
@@ -39,8 +38,6 @@ const MAX_HELD: usize = 8192;
 /// Largest Parse, Bind, Describe or Close in transaction mode, where they are read whole to
 /// rename statements.
 const MAX_STATEMENT_MESSAGE: usize = 64 << 20;
-/// How much one direction buffers while the relay is busy writing the other way.
-const BUFFER_CAP: usize = 256 * 1024;
 /// How many times per `idle_client_timeout` the relay looks whether its client is idle.
 const IDLE_SAMPLES: u32 = 4;
 
@@ -560,145 +557,5 @@ impl State<'_> {
     async fn write_client(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.client.write_all(data).await?;
         self.client.flush().await
-    }
-}
-
-/// Writes the first `n` bytes of what the backend sent to the client, reading the backend
-/// meanwhile, and counts them.
-async fn pass_to_client(
-    client: &mut TlsStream<TcpStream>,
-    from_backend: &mut BytesMut,
-    n: usize,
-    backend: &mut Pooled,
-    sent: &mut u64,
-) -> Result<(), &'static str> {
-    let data = from_backend.split_to(n);
-    *sent += n as u64;
-    write_draining(client, &data, &mut backend.stream, from_backend)
-        .await
-        .map_err(|_| "client_gone")
-}
-
-/// What a transaction-mode client's SQL does to its session. A lone plain `SET` sent while
-/// nothing else is under way (`carry`) is not a pin: it is kept in `pending` and, once its
-/// ReadyForQuery shows it took, carried with the client's settings to every connection it
-/// borrows.
-fn effect_of(sql: &str, carry: bool, pending: &mut Option<(String, String)>) -> Option<Effect> {
-    let effect = pinning::effect(sql);
-    if carry
-        && effect == Some(Effect::Pin(PinReason::Set))
-        && let Some(set) = pinning::carried_set(sql)
-    {
-        *pending = Some(set);
-        return None;
-    }
-    effect
-}
-
-/// The SQL of a whole Query or Parse message (tag and length included); `None` for other
-/// messages and for text that is not UTF-8.
-fn query_text(message: &[u8]) -> Option<&str> {
-    let body = message.get(5..)?;
-    let sql = match message[0] {
-        b'Q' => body,
-        b'P' => &body[body.iter().position(|&b| b == 0)? + 1..],
-        _ => return None,
-    };
-    std::str::from_utf8(sql.split(|&b| b == 0).next().unwrap_or_default()).ok()
-}
-
-/// Closes the idle pooled connections to the databases `sql` needs without sessions (DROP
-/// DATABASE and the like), so that a client's own pooled connections do not stand in its way.
-fn free_databases(pools: &Pools, sql: &str) {
-    for database in database_ddl::needing_no_sessions(sql) {
-        let closed = pools.close_idle(&database);
-        tracing::info!(%database, closed, "closed idle pooled connections to a database a client is dropping or renaming");
-    }
-}
-
-/// Passes the `at` bytes the backend sent before a message of `len` bytes that answers
-/// pgvalet itself, then drops that message: `at` and `len` as `(at, len)`.
-async fn hide_from_client(
-    client: &mut TlsStream<TcpStream>,
-    from_backend: &mut BytesMut,
-    (at, len): (usize, usize),
-    backend: &mut Pooled,
-    sent: &mut u64,
-) -> Result<(), &'static str> {
-    pass_to_client(client, from_backend, at, backend, sent).await?;
-    from_backend.advance(len);
-    Ok(())
-}
-
-/// Acts on what a client's SQL does to its session: a pin keeps the backend for the session
-/// (the first reason logged and counted); either way the backend is reset before reuse.
-fn apply(
-    effect: Option<Effect>,
-    pinned: &mut Option<PinReason>,
-    pool: &Pool,
-    backend: &mut Pooled,
-) {
-    let reason = match effect {
-        None => return,
-        Some(Effect::Reset) => return backend.mark_dirty(),
-        Some(Effect::Pin(reason)) => reason,
-    };
-    backend.mark_dirty();
-    if pinned.is_none() {
-        *pinned = Some(reason);
-        pool.count_pin(reason.as_str());
-        tracing::info!(
-            pool = %pool.name(), %reason,
-            "session pinned to its backend connection until it ends: it made state that cannot move"
-        );
-    }
-}
-
-async fn read_backend(backend: &mut Option<Pooled>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    match backend {
-        Some(backend) => backend.stream.read_buf(buf).await,
-        None => pending().await,
-    }
-}
-
-/// Writes all of `data` to `dst`, reading `src` into `src_buf` (up to [`BUFFER_CAP`]) while the
-/// write waits, so that neither peer can block the other through pgvalet.
-async fn write_draining<W, R>(
-    dst: &mut W,
-    data: &[u8],
-    src: &mut R,
-    src_buf: &mut BytesMut,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-    R: AsyncRead + Unpin,
-{
-    let mut data = data;
-    let mut src_open = true;
-    loop {
-        let room = src_open && src_buf.len() < BUFFER_CAP;
-        let done_writing = data.is_empty();
-        // Once everything is written, flush: a TLS stream may hold records until the socket
-        // takes them.
-        let io = async {
-            if done_writing {
-                dst.flush().await.map(|()| None)
-            } else {
-                dst.write(data).await.map(Some)
-            }
-        };
-        tokio::select! {
-            done = io => match done? {
-                None => return Ok(()),
-                Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Some(n) => data.advance(n),
-            },
-            read = src.read_buf(src_buf), if room => {
-                // End of input is noticed by the relay's next read; stop draining it here.
-                if !matches!(read, Ok(n) if n > 0) {
-                    src_open = false;
-                }
-            }
-        }
     }
 }

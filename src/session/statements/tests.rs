@@ -1,0 +1,221 @@
+//! Statements renamed, followed, prepared again, answered without a backend, and named in SQL.
+use super::*;
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    message_with(tag, &[body]).to_vec()
+}
+
+fn names_in(out: &[u8]) -> Vec<(u8, String)> {
+    let mut found = Vec::new();
+    let mut rest = out;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let body = &rest[5..1 + len];
+        let name = match rest[0] {
+            b'P' => cstr(body).unwrap().0.to_owned(),
+            b'B' => cstr(cstr(body).unwrap().1).unwrap().0.to_owned(),
+            b'D' | b'C' => cstr(&body[1..]).unwrap().0.to_owned(),
+            _ => String::new(),
+        };
+        found.push((rest[0], name));
+        rest = &rest[1 + len..];
+    }
+    found
+}
+
+#[test]
+fn a_statement_follows_the_client_to_another_backend() {
+    let mut s = Statements::default();
+    let (mut first, mut second) = (HashSet::new(), HashSet::new());
+    let mut expected = Expected::default();
+    let mut out = BytesMut::new();
+    s.rewrite(
+        &msg(b'P', b"s1\0select $1\0\0\0"),
+        &mut first,
+        &mut expected,
+        &mut out,
+    )
+    .unwrap();
+    let server = names_in(&out)[0].1.clone();
+    assert!(server.starts_with("pgv") && server != "s1");
+
+    // Bind on a backend that lacks it: the Parse goes first, its ParseComplete is hidden.
+    let mut expected = Expected::default();
+    let mut out = BytesMut::new();
+    s.rewrite(
+        &msg(b'B', b"\0s1\0\0\0\0\0\0\0"),
+        &mut second,
+        &mut expected,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        names_in(&out),
+        vec![(b'P', server.clone()), (b'B', server.clone())]
+    );
+    assert!(
+        expected.parse_complete(),
+        "the injected Parse's answer is hidden"
+    );
+    // On that backend now, no second Parse.
+    let mut out = BytesMut::new();
+    s.rewrite(&msg(b'D', b"Ss1\0"), &mut second, &mut expected, &mut out)
+        .unwrap();
+    assert_eq!(names_in(&out), vec![(b'D', server.clone())]);
+    // Close renames and forgets.
+    let mut out = BytesMut::new();
+    s.rewrite(&msg(b'C', b"Ss1\0"), &mut second, &mut expected, &mut out)
+        .unwrap();
+    assert_eq!(names_in(&out), vec![(b'C', server.clone())]);
+    assert!(!second.contains(&server));
+}
+
+#[test]
+fn a_parse_batch_is_answered_without_a_backend() {
+    let mut s = Statements::default();
+    let mut batch = msg(b'P', b"s1\0select 1\0\0\0");
+    batch.extend(msg(b'P', b"s2\0select 2\0\0\0"));
+    batch.extend(msg(b'S', b""));
+    let mut reply = BytesMut::new();
+    assert_eq!(
+        s.answer_parse_batch(&batch, 1 << 20, &mut reply),
+        Some(batch.len())
+    );
+    assert_eq!(&reply[..], b"1\0\0\0\x041\0\0\0\x04Z\0\0\0\x05I");
+    // Used later on some backend: prepared there first.
+    let (mut on, mut expected, mut out) = (HashSet::new(), Expected::default(), BytesMut::new());
+    s.rewrite(
+        &msg(b'B', b"\0s2\0\0\0\0\0\0\0"),
+        &mut on,
+        &mut expected,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        names_in(&out).iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        vec![b'P', b'B']
+    );
+    assert!(expected.parse_complete());
+    // Not such a batch: incomplete, unnamed, or with anything else in it.
+    assert_eq!(
+        s.answer_parse_batch(&batch[..batch.len() - 1], 1 << 20, &mut reply),
+        None
+    );
+    let mut unnamed = msg(b'P', b"\0select 1\0\0\0");
+    unnamed.extend(msg(b'S', b""));
+    assert_eq!(s.answer_parse_batch(&unnamed, 1 << 20, &mut reply), None);
+    let mut with_describe = msg(b'P', b"s3\0select 1\0\0\0");
+    with_describe.extend(msg(b'D', b"Ss3\0"));
+    with_describe.extend(msg(b'S', b""));
+    assert_eq!(
+        s.answer_parse_batch(&with_describe, 1 << 20, &mut reply),
+        None
+    );
+    assert_eq!(
+        s.answer_parse_batch(&msg(b'S', b""), 1 << 20, &mut reply),
+        None
+    );
+}
+
+#[test]
+fn sql_names_protocol_statements_by_their_server_names() {
+    let mut s = Statements::default();
+    let (mut on, mut expected) = (HashSet::new(), Expected::default());
+    for m in [
+        msg(b'P', b"s1\0select $1\0\0\0"),
+        msg(b'P', b"Odd \"One\"\0select 2\0\0\0"),
+    ] {
+        s.rewrite(&m, &mut on, &mut expected, &mut BytesMut::new())
+            .unwrap();
+    }
+    let server = |s: &Statements, name: &str| s.by_client_name[name].server_name.clone();
+    let (s1, odd) = (server(&s, "s1"), server(&s, "Odd \"One\""));
+    // On a backend that has them: names replaced, nothing sent before.
+    let mut out = BytesMut::new();
+    let sql = "EXECUTE S1(1); /* execute s1 */ explain execute \"Odd \"\"One\"\"\"; execute other";
+    let (rewritten, sent) = s
+        .rewrite_sql(sql, &mut on, &mut expected, &mut out)
+        .unwrap();
+    assert_eq!(
+        rewritten,
+        format!("EXECUTE {s1}(1); /* execute s1 */ explain execute {odd}; execute other")
+    );
+    assert!(!sent && out.is_empty());
+    // Nothing to do: no statements named, or none known.
+    assert!(
+        s.rewrite_sql("select 1", &mut on, &mut expected, &mut out)
+            .is_none()
+    );
+    assert!(
+        s.rewrite_sql("execute nope", &mut on, &mut expected, &mut out)
+            .is_none()
+    );
+    assert!(
+        s.rewrite_sql("select 'execute s1'", &mut on, &mut expected, &mut out)
+            .is_none()
+    );
+    assert!(
+        s.rewrite_sql("execute \"s1", &mut on, &mut expected, &mut out)
+            .is_none()
+    );
+    // On a backend that lacks it: its Parse goes first; DEALLOCATE forgets it.
+    let (mut other, mut expected) = (HashSet::new(), Expected::default());
+    let (rewritten, sent) = s
+        .rewrite_sql("deallocate prepare s1", &mut other, &mut expected, &mut out)
+        .unwrap();
+    assert_eq!(rewritten, format!("deallocate prepare {s1}"));
+    assert!(sent);
+    assert_eq!(names_in(&out), vec![(b'P', s1.clone())]);
+    assert!(expected.parse_complete(), "its ParseComplete is hidden");
+    assert!(!other.contains(&s1) && !s.by_client_name.contains_key("s1"));
+    // DEALLOCATE ALL forgets every statement.
+    assert!(
+        s.rewrite_sql("DEALLOCATE ALL", &mut on, &mut expected, &mut out)
+            .is_none()
+    );
+    assert!(s.by_client_name.is_empty() && on.is_empty());
+}
+
+#[test]
+fn unnamed_and_unknown_statements_pass_unchanged() {
+    let mut s = Statements::default();
+    let mut on = HashSet::new();
+    let mut expected = Expected::default();
+    for m in [
+        msg(b'P', b"\0select 1\0\0\0"),
+        msg(b'B', b"\0nope\0\0\0\0\0\0\0"),
+        msg(b'D', b"Pportal\0"),
+    ] {
+        let mut out = BytesMut::new();
+        s.rewrite(&m, &mut on, &mut expected, &mut out).unwrap();
+        assert_eq!(&out[..], &m[..]);
+    }
+    assert!(
+        s.rewrite(
+            &msg(b'B', b"no-nul"),
+            &mut on,
+            &mut expected,
+            &mut BytesMut::new()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn errors_drop_the_parse_completes_that_will_not_come() {
+    let mut e = Expected::default();
+    e.push(Expect::ParseComplete { hide: true });
+    e.push(Expect::ParseComplete { hide: false });
+    e.push(Expect::Ready);
+    e.push(Expect::ParseComplete { hide: true });
+    e.push(Expect::Ready);
+    assert!(e.parse_complete());
+    e.error();
+    assert!(!e.ready());
+    assert!(
+        e.parse_complete(),
+        "the next batch's hidden Parse is still owed"
+    );
+    e.ready();
+    assert!(e.0.is_empty());
+}
