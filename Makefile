@@ -10,7 +10,7 @@ VENV_READY := $(VENV)/.installed
 # node-postgres for the Node.js driver tests, pinned by tests/drivers/package-lock.json.
 NODE_READY := tests/drivers/node_modules/.installed
 
-.PHONY: run run-aws test test-containers deps venv node-deps build certs check clean-dev
+.PHONY: run run-aws run-rds test test-containers deps venv node-deps build certs check clean-dev
 
 ## make run: build (release: what you would deploy), make the dev PKI if missing, start a
 ## throwaway Postgres and pgvalet.
@@ -20,6 +20,11 @@ run: deps build certs
 ## make run-aws: the same, with the credentials in a local Secrets Manager (moto on 127.0.0.1:4566).
 run-aws: deps venv build certs
 	@scripts/run-dev.sh aws
+
+## make run-rds: standing in for RDS Proxy: run-aws plus a hot standby, IAM auth tokens and a
+## read-only endpoint (config/dev-rds.toml); prints a boto3 one-liner that connects as an app does.
+run-rds: deps venv build certs
+	@scripts/run-dev.sh rds
 
 ## make test: install what is missing, then format check, clippy and every test.
 test: deps venv node-deps certs
@@ -58,7 +63,7 @@ build:
 
 # The dev PKI generator builds with the profile of the target that asks for it: release for
 # run/run-aws/check (sharing make build's dependencies), debug for test (sharing cargo test's).
-run run-aws check: DEVPKI_PROFILE := --release
+run run-aws run-rds check: DEVPKI_PROFILE := --release
 
 certs: $(CERTS)
 

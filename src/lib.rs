@@ -7,10 +7,12 @@
 //!
 //! The path of one connection, in module order:
 //!
-//! - [`server`]: accept loop, global CIDR gate, client limit, reload (SIGHUP, `watch`), stop.
+//! - [`server`]: the endpoints' accept loops, global CIDR gate, client limit, reload (SIGHUP,
+//!   `watch`), stop; [`readers`]: read replicas in rotation for read-only endpoints.
 //! - [`session`]: one connection from accept to close; `session::frontdoor` is the client
 //!   handshake (first packet, TLS, startup packet), `session::password` password mode,
-//!   `session::iam` IAM token mode, `session::relay` moves messages and returns connections to
+//!   `session::iam` IAM token mode, `session::placement` which backend (or reader) serves the
+//!   session, `session::relay` moves messages and returns connections to
 //!   the pool, with `in_flight` (what the backend still owes), `statements` (prepared
 //!   statements across backends, SQL EXECUTE/DEALLOCATE of them), `pinning` (session state
 //!   that cannot move, SETs that can be carried) and `database_ddl` (statements that need a
@@ -22,7 +24,8 @@
 //! - [`authz`]: identities, CIDR checks, route lookup (deny by default).
 //! - [`credentials`]: where database logins come from (Secrets Manager, file, env), cached
 //!   through rotation, with secret values hidden.
-//! - [`pool`]: backend connection pools per (route, database); session and transaction mode.
+//! - [`pool`]: backend connection pools per (route, database, backend); session and
+//!   transaction mode.
 //! - [`backend`]: connecting and logging in to Postgres (TLS, SCRAM with channel binding, MD5),
 //!   and the client settings applied to each borrowed connection (`backend::settings`).
 //! - [`iam`]: RDS IAM auth tokens: reading and checking them (SigV4), and making them.
@@ -50,6 +53,7 @@ pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod proxy_protocol;
+pub mod readers;
 pub mod server;
 pub mod session;
 pub mod tls;

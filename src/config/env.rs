@@ -37,6 +37,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "backends",
     "credentials",
     "routes",
+    "endpoints",
 ];
 
 /// One override: the variable it came from and where it goes.
