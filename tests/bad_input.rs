@@ -1,0 +1,198 @@
+//! Bad input after the login, in both pool modes: message lengths below 4, negative and near
+//! 2^31, unknown message types, and floods of cancel requests with wrong keys. Each gets a
+//! clear FATAL with SQLSTATE 08P01 (or a clean close), while other sessions go on and the pool
+//! gets its connection back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const TXN_ROUTE: &str = r#"
+[[routes]]
+name = "orders_txn"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["orders_txn"]
+databases = ["orders"]
+backend = "main"
+credentials = "orders"
+pool_mode = "transaction"
+max_size = 2
+"#;
+
+/// A logged-in raw session as `user`.
+async fn logged_in(
+    port: u16,
+    user: &str,
+) -> Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut raw = Raw::connect(port)
+        .await
+        .start_tls(Some("orders"))
+        .await
+        .unwrap();
+    raw.send(&startup_packet(
+        196_608,
+        &[("user", user), ("database", "orders")],
+    ))
+    .await;
+    let msgs = raw.read_until_ready_or_error().await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{user}: {msgs:?}");
+    raw
+}
+
+/// A message with tag `tag` whose length word says `len`, followed by `body`.
+fn framed(tag: u8, len: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_after_login_end_only_their_session() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let port = proxy.port();
+    // What the client must be told, where Postgres tells it something (a bad length it
+    // only logs before closing).
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("length 3", framed(b'Q', 3, b""), None),
+        ("length 0", framed(b'Q', 0, b""), None),
+        (
+            "negative length",
+            framed(b'Q', 0x8000_0000, b"select 1\0"),
+            None,
+        ),
+        (
+            "length 2^31-1",
+            framed(b'Q', 0x7fff_ffff, b"select 1\0"),
+            None,
+        ),
+        (
+            "unknown type",
+            framed(b'!', 9, b"hello"),
+            Some("invalid frontend message type 33"),
+        ),
+        (
+            "unknown type, no body",
+            framed(0, 4, b""),
+            Some("invalid frontend message type 0"),
+        ),
+    ];
+    for user in ["orders", "orders_txn"] {
+        // A bystander with a transaction open throughout.
+        let bystander = pg_connect(port, "orders", user, "orders").await.unwrap();
+        bystander.batch_execute("begin").await.unwrap();
+        for (name, bytes, says) in &cases {
+            let mut raw = logged_in(port, user).await;
+            raw.send(bytes).await;
+            let msgs = raw.read_until_ready_or_error().await;
+            let code = error_code(&msgs);
+            assert!(
+                code.is_none() || code.as_deref() == Some("08P01"),
+                "{user}, {name}: {msgs:?}"
+            );
+            if let Some(says) = says {
+                assert_eq!(
+                    error_message(&msgs).as_deref(),
+                    Some(*says),
+                    "{user}, {name}"
+                );
+            }
+            assert!(
+                raw.closed_within(Duration::from_secs(5)).await,
+                "{user}, {name}: the session was not closed after {msgs:?}"
+            );
+        }
+        let row = bystander.query_one("select 42", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 42);
+        bystander.batch_execute("commit").await.unwrap();
+        drop(bystander);
+        // Every connection came back: the next clients get one at once.
+        for _ in 0..3 {
+            let client = pg_connect(port, "orders", user, "orders").await.unwrap();
+            client.batch_execute("select 1").await.unwrap();
+        }
+    }
+    proxy
+        .wait_for_pool(
+            "orders_txn",
+            "orders",
+            pgvalet::pool::Stats {
+                idle: 2,
+                active: 0,
+                waiting: 0,
+            },
+        )
+        .await;
+    proxy.stop().await;
+}
+
+/// A query far larger than any real one (64 MiB and more) is refused with 08P01 before pgvalet
+/// holds it, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_size_limit_is_refused() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    for user in ["orders", "orders_txn"] {
+        let mut raw = logged_in(proxy.port(), user).await;
+        raw.send(&framed(b'Q', 100 << 20, b"select ")).await;
+        let msgs = raw.read_until_ready_or_error().await;
+        let code = error_code(&msgs);
+        assert!(
+            code.is_none() || code.as_deref() == Some("08P01"),
+            "{user}: {msgs:?}"
+        );
+        assert!(raw.closed_within(Duration::from_secs(5)).await, "{user}");
+    }
+    let client = pg_connect(proxy.port(), "orders", "orders_txn", "orders")
+        .await
+        .unwrap();
+    client.batch_execute("select 1").await.unwrap();
+    proxy.stop().await;
+}
+
+/// Hundreds of cancel requests with made-up keys cancel nothing and stop nothing; a real one
+/// still works after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_floods_with_wrong_keys_change_nothing() {
+    let proxy = Proxy::start().await;
+    let port = proxy.port();
+    let client = pg_connect(port, "orders", "orders", "orders")
+        .await
+        .unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..300u32 {
+        flood.spawn(async move {
+            let mut raw = Raw::connect(port).await;
+            let mut req = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+            req.extend_from_slice(&i.to_be_bytes());
+            req.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+            raw.send(&req).await;
+            raw.closed_within(Duration::from_secs(10)).await
+        });
+    }
+    // While the flood runs, a query of the real session is not cancelled.
+    let row = client
+        .query_one("select pg_sleep(0.5)::text || 'done'", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "done");
+    while let Some(closed) = flood.join_next().await {
+        assert!(closed.unwrap(), "a cancel connection was left open");
+    }
+    // A real cancel still works.
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.batch_execute("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+        (*client_tls("ca.crt", Some("orders"), None)).clone(),
+    );
+    token.cancel_query(tls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancel did not end the query")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"));
+    proxy.stop().await;
+}
