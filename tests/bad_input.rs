@@ -196,3 +196,116 @@ async fn cancel_floods_with_wrong_keys_change_nothing() {
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"));
     proxy.stop().await;
 }
+
+/// A startup packet whose values are not UTF-8, or that names 10,000 parameters: refused with a
+/// clear error before any backend is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_startup_packets_are_refused_clearly() {
+    let proxy = Proxy::start().await;
+    // `user` = "orders\xff": bytes no string holds.
+    let mut bad_utf8 = startup_packet(196_608, &[("user", "orders"), ("database", "orders")]);
+    let at = bad_utf8.windows(7).position(|w| w == b"orders\0").unwrap() + 6;
+    bad_utf8.insert(at, 0xff);
+    let len = (bad_utf8.len() as u32).to_be_bytes();
+    bad_utf8[..4].copy_from_slice(&len);
+    let many: Vec<(String, String)> = (0..10_000)
+        .map(|i| (format!("p{i}"), "x".to_owned()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for (name, packet) in [
+        ("non-UTF-8 user", bad_utf8),
+        ("10,000 parameters", startup_packet(196_608, &many)),
+    ] {
+        let mut tls = Raw::connect(proxy.port())
+            .await
+            .start_tls(Some("orders"))
+            .await
+            .unwrap();
+        tls.send(&packet).await;
+        let msgs = tls.read_until_ready_or_error().await;
+        let code = error_code(&msgs);
+        assert!(
+            code.as_deref() == Some("08P01"),
+            "{name}: {msgs:?}"
+        );
+        assert!(tls.closed_within(Duration::from_secs(5)).await, "{name}");
+    }
+    let client = pg_connect(proxy.port(), "orders", "orders", "orders")
+        .await
+        .unwrap();
+    client.batch_execute("select 1").await.unwrap();
+    proxy.stop().await;
+}
+
+/// A client that trickles its first packet a byte at a time is closed at `handshake_timeout`,
+/// however steadily it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_client_is_closed_at_the_handshake_timeout() {
+    let proxy = Proxy::start_with("handshake_timeout = \"1s\"", "").await;
+    let mut raw = Raw::connect(proxy.port()).await;
+    let started = std::time::Instant::now();
+    let packet = startup_packet(196_608, &[("user", "orders"), ("database", "orders")]);
+    let mut closed = false;
+    for byte in packet.iter().cycle().take(200) {
+        use tokio::io::AsyncWriteExt;
+        if raw.stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        if raw.closed_within(Duration::from_millis(100)).await {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    proxy.stop().await;
+}
+
+/// The resident memory of this process (where pgvalet runs in-process), in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client that asks for 200 MB of rows and reads none of them: pgvalet holds only its
+/// buffers (the backend waits on its socket), and once the client goes, the pool's connection
+/// is discarded and the slot freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_holds_bounded_memory() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let before = rss_kib();
+    let mut raw = logged_in(proxy.port(), "orders_txn").await;
+    raw.send(&query_message(
+        "select repeat('x', 1000000) from generate_series(1, 200)",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 40 * 1024, "pgvalet grew by {grown} KiB");
+    drop(raw);
+    proxy
+        .wait_for_pool(
+            "orders_txn",
+            "orders",
+            pgvalet::pool::Stats {
+                idle: 0,
+                active: 0,
+                waiting: 0,
+            },
+        )
+        .await;
+    let client = pg_connect(proxy.port(), "orders", "orders_txn", "orders")
+        .await
+        .unwrap();
+    client.batch_execute("select 1").await.unwrap();
+    proxy.stop().await;
+}
