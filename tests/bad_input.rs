@@ -224,10 +224,7 @@ async fn odd_startup_packets_are_refused_clearly() {
         tls.send(&packet).await;
         let msgs = tls.read_until_ready_or_error().await;
         let code = error_code(&msgs);
-        assert!(
-            code.as_deref() == Some("08P01"),
-            "{name}: {msgs:?}"
-        );
+        assert!(code.as_deref() == Some("08P01"), "{name}: {msgs:?}");
         assert!(tls.closed_within(Duration::from_secs(5)).await, "{name}");
     }
     let client = pg_connect(proxy.port(), "orders", "orders", "orders")
