@@ -306,3 +306,52 @@ async fn a_client_that_never_reads_holds_bounded_memory() {
     client.batch_execute("select 1").await.unwrap();
     proxy.stop().await;
 }
+
+/// Certificates whose SAN URI holds a route's identity as a substring, or in another case, or
+/// with more after it, match no route: identities are compared exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_that_only_resemble_a_route_are_denied() {
+    let mut ca = common::pki::Authority::new("pgvalet test lookalikes CA").unwrap();
+    let cases = [
+        ("exact", "spiffe://pgvalet.dev/svc/orders", true),
+        ("suffix", "spiffe://pgvalet.dev/svc/orders-evil", false),
+        (
+            "prefix",
+            "spiffe://evil.dev/x/spiffe://pgvalet.dev/svc/orders",
+            false,
+        ),
+        ("case", "SPIFFE://PGVALET.DEV/svc/orders", false),
+        ("path case", "spiffe://pgvalet.dev/svc/Orders", false),
+        ("longer path", "spiffe://pgvalet.dev/svc/orders/x", false),
+        ("query", "spiffe://pgvalet.dev/svc/orders?x=1", false),
+    ];
+    for (i, (_, uri, _)) in cases.iter().enumerate() {
+        let issued = ca
+            .issue(&common::pki::Leaf::client("lookalike", &[uri]))
+            .unwrap();
+        std::fs::write(pki().join(format!("lookalike-{i}.crt")), &issued.cert_pem).unwrap();
+        std::fs::write(pki().join(format!("lookalike-{i}.key")), &issued.key_pem).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("clients-ca.crt");
+    let dev_ca = std::fs::read_to_string(pki().join("ca.crt")).unwrap();
+    std::fs::write(&bundle, format!("{dev_ca}{}", ca.cert_pem)).unwrap();
+    let text = common::proxy::config_text(dir.path(), "", "").replacen(
+        &format!("client_ca = \"{}\"", pki().join("ca.crt").display()),
+        &format!("client_ca = \"{}\"", bundle.display()),
+        1,
+    );
+    let config = pgvalet::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+    let proxy = Proxy::start_config(config, dir).await;
+    for (i, (name, _, allowed)) in cases.iter().enumerate() {
+        let cert = format!("lookalike-{i}");
+        let result = pg_connect(proxy.port(), &cert, "orders", "orders").await;
+        match (allowed, result) {
+            (true, Ok(client)) => client.batch_execute("select 1").await.unwrap(),
+            (false, Err(e)) => assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "{name}: {e:?}"),
+            (true, Err(e)) => panic!("{name}: refused: {e:?}"),
+            (false, Ok(_)) => panic!("{name}: let in as orders"),
+        }
+    }
+    proxy.stop().await;
+}
