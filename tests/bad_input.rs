@@ -9,17 +9,9 @@ use std::time::Duration;
 
 use common::*;
 
-const TXN_ROUTE: &str = r#"
-[[routes]]
-name = "orders_txn"
-identity = "uri:spiffe://pgvalet.dev/svc/orders"
-users = ["orders_txn"]
-databases = ["orders"]
-backend = "main"
-credentials = "orders"
-pool_mode = "transaction"
-max_size = 2
-"#;
+fn txn_route() -> String {
+    common::proxy::orders_route("orders_txn", "main", "transaction", "max_size = 2")
+}
 
 /// A logged-in raw session as `user`.
 async fn logged_in(
@@ -51,7 +43,7 @@ fn framed(tag: u8, len: u32, body: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_after_login_end_only_their_session() {
-    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let proxy = Proxy::start_with("", &txn_route()).await;
     let port = proxy.port();
     // What the client must be told, where Postgres tells it something (a bad length it
     // only logs before closing).
@@ -132,7 +124,7 @@ async fn bad_frames_after_login_end_only_their_session() {
 /// holds it, in both modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_size_limit_is_refused() {
-    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let proxy = Proxy::start_with("", &txn_route()).await;
     for user in ["orders", "orders_txn"] {
         let mut raw = logged_in(proxy.port(), user).await;
         raw.send(&framed(b'Q', 100 << 20, b"select ")).await;
@@ -278,7 +270,7 @@ fn rss_kib() -> u64 {
 /// is discarded and the slot freed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_holds_bounded_memory() {
-    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    let proxy = Proxy::start_with("", &txn_route()).await;
     let before = rss_kib();
     let mut raw = logged_in(proxy.port(), "orders_txn").await;
     raw.send(&query_message(

@@ -11,16 +11,7 @@ use std::time::{Duration, Instant};
 use common::admin::{get_until, sample, with_metrics};
 use common::*;
 
-const TABLES: &str = r#"
-[[routes]]
-name = "orders_txn"
-identity = "uri:spiffe://pgvalet.dev/svc/orders"
-users = ["orders_txn"]
-databases = ["orders"]
-backend = "main"
-credentials = "orders"
-pool_mode = "transaction"
-
+const ENDPOINT: &str = r#"
 [[endpoints]]
 name = "reader"
 listen_addr = "127.0.0.1:0"
@@ -72,7 +63,8 @@ async fn read_only_endpoint_spreads_over_readers_and_falls_back_read_only() {
     let dir = tempfile::tempdir().unwrap();
     let admin = common::postgres::free_port();
     let tables = format!(
-        "{TABLES}{}{}",
+        "{}{ENDPOINT}{}{}",
+        common::proxy::orders_route("orders_txn", "main", "transaction", ""),
         reader_table("r1", r1.port),
         reader_table("r2", r2.port)
     );

@@ -11,28 +11,9 @@ use common::*;
 
 /// A route in each pool mode to `backend`.
 fn routes_to(backend: &str, session_user: &str, txn_user: &str) -> String {
-    format!(
-        r#"
-[[routes]]
-name = "{session_user}"
-identity = "uri:spiffe://pgvalet.dev/svc/orders"
-users = ["{session_user}"]
-databases = ["orders"]
-backend = "{backend}"
-credentials = "orders"
-max_size = 4
-
-[[routes]]
-name = "{txn_user}"
-identity = "uri:spiffe://pgvalet.dev/svc/orders"
-users = ["{txn_user}"]
-databases = ["orders"]
-backend = "{backend}"
-credentials = "orders"
-pool_mode = "transaction"
-max_size = 4
-"#
-    )
+    use common::proxy::orders_route;
+    orders_route(session_user, backend, "session", "max_size = 4")
+        + &orders_route(txn_user, backend, "transaction", "max_size = 4")
 }
 
 /// The backend restarts while clients run queries in both pool modes: work under way fails

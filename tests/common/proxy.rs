@@ -226,3 +226,11 @@ impl Proxy {
         }
     }
 }
+
+/// A `[[routes]]` table for the orders service's certificate: user `name` on database `orders`
+/// through `backend` with the orders credentials, in `pool_mode`, plus `extra` lines.
+pub fn orders_route(name: &str, backend: &str, pool_mode: &str, extra: &str) -> String {
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\nusers = [\"{name}\"]\ndatabases = [\"orders\"]\nbackend = \"{backend}\"\ncredentials = \"orders\"\npool_mode = \"{pool_mode}\"\n{extra}\n"
+    )
+}
