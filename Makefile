@@ -10,7 +10,7 @@ VENV_READY := $(VENV)/.installed
 # node-postgres for the Node.js driver tests, pinned by tests/drivers/package-lock.json.
 NODE_READY := tests/drivers/node_modules/.installed
 
-.PHONY: run run-aws test test-containers deps venv node-deps build certs check clean-dev
+.PHONY: run run-aws test test-containers fuzz deps venv node-deps build certs check clean-dev
 
 ## make run: build (release: what you would deploy), make the dev PKI if missing, start a
 ## throwaway Postgres and pgvalet.
@@ -33,6 +33,11 @@ test: deps venv node-deps certs
 ## Docker engine (installed and started when missing; scripts/test-containers.sh).
 test-containers: deps venv
 	@scripts/test-containers.sh
+
+## make fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, on the nightly toolchain,
+## from the seeds in fuzz/seeds (scripts/fuzz.sh; docs/security.md says what each one checks).
+fuzz:
+	@scripts/fuzz.sh
 
 deps:
 	@scripts/install-deps.sh
