@@ -21,10 +21,12 @@ run: deps build certs
 run-aws: deps venv build certs
 	@scripts/run-dev.sh aws
 
-## make test: install what is missing, then format check, clippy and every test.
+## make test: install what is missing, then format check, clippy, cargo deny (deny.toml) and
+## every test.
 test: deps venv node-deps certs
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@scripts/deny.sh
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
