@@ -1,4 +1,7 @@
 #![forbid(unsafe_code)]
+// Nothing that reads the network or a file may panic on what it reads: errors instead. The few
+// `expect`s left state an invariant at start-up, each allowed where it stands with the reason.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 //! pgvalet: an mTLS-terminating PostgreSQL proxy. A client proves who it is with a certificate;
 //! pgvalet maps that identity to a route, logs in to the backend with the route's credentials,
 //! and relays the session. The client never holds a database password.
@@ -16,7 +19,8 @@
 //!   the pool, with `in_flight` (what the backend still owes), `statements` (prepared
 //!   statements across backends, SQL EXECUTE/DEALLOCATE of them), `pinning` (session state
 //!   that cannot move, SETs that can be carried) and `database_ddl` (statements that need a
-//!   database without sessions), all reading SQL with `lexer`.
+//!   database without sessions), all reading SQL with `lexer`; `session::fuzzing` names these
+//!   sans-IO parts for the fuzz targets in `fuzz/`.
 //! - [`proxy_protocol`]: the PROXY v1/v2 header of a load balancer, sans-IO.
 //! - [`protocol`]: sans-IO wire protocol: first packets, frames, the relay's scanner, SCRAM,
 //!   messages pgvalet sends.

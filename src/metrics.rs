@@ -67,6 +67,10 @@ const SECONDS_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.
+#[allow(
+    clippy::expect_used,
+    reason = "at start-up: a fixed, non-empty bucket list is accepted"
+)]
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()

@@ -94,6 +94,10 @@ pub struct Store {
 impl Store {
     /// Builds a cache per table. AWS sources share one SDK configuration (the standard
     /// credential chain: environment, profile, web identity, ECS task role, IMDS).
+    #[allow(
+        clippy::expect_used,
+        reason = "at start-up: the SDK configuration is loaded whenever a source is aws"
+    )]
     pub async fn build(config: &BTreeMap<String, CredentialsConfig>) -> Store {
         let needs_aws = config.values().any(|c| c.source == SourceKind::Aws);
         let aws_base = if needs_aws {

@@ -259,7 +259,7 @@ impl Pool {
             }
             return Ok(Pooled {
                 dirty: false,
-                conn: Some(idle.conn),
+                conn: idle.conn,
                 born: idle.born,
                 pool: self.clone(),
                 _permit: permit,
@@ -269,7 +269,7 @@ impl Pool {
         conn.apply_settings(settings).await?;
         Ok(Pooled {
             dirty: false,
-            conn: Some(conn),
+            conn,
             born: Instant::now(),
             pool: self.clone(),
             _permit: permit,
@@ -400,7 +400,7 @@ impl Pool {
 /// A connection out of its pool. Give it back with [`Pooled::release`]; dropped any other way,
 /// it is closed and its slot freed.
 pub struct Pooled {
-    conn: Option<Connection>,
+    conn: Connection,
     /// The client left session state on it (transaction mode, pinned): reset before reuse.
     dirty: bool,
     born: Instant,
@@ -421,19 +421,20 @@ impl Pooled {
 
     /// Returns the connection to its pool if it is at a clean boundary (idle, nothing in
     /// flight) and young enough; in session mode the reset query runs first. Otherwise closes it.
-    pub async fn release(mut self, clean: bool) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let pool = self.pool.clone();
+    pub async fn release(self, clean: bool) {
+        // The slot (the permit) is held until the connection is back in the pool or closed.
+        let Pooled {
+            mut conn,
+            dirty,
+            born,
+            pool,
+            _permit: permit,
+        } = self;
         let now = Instant::now();
-        if !clean
-            || conn.status != b'I'
-            || now.duration_since(self.born) >= pool.settings.max_lifetime
-        {
+        if !clean || conn.status != b'I' || now.duration_since(born) >= pool.settings.max_lifetime {
             return;
         }
-        if (pool.settings.mode == PoolMode::Session || self.dirty)
+        if (pool.settings.mode == PoolMode::Session || dirty)
             && !pool.settings.reset_query.is_empty()
         {
             let reset = tokio::time::timeout(
@@ -464,26 +465,23 @@ impl Pooled {
         }
         pool.idle().push(Idle {
             conn,
-            born: self.born,
+            born,
             since: now,
         });
+        drop(permit);
     }
 }
 
 impl Deref for Pooled {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn
-            .as_ref()
-            .expect("a Pooled holds its connection until released")
+        &self.conn
     }
 }
 
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.conn
-            .as_mut()
-            .expect("a Pooled holds its connection until released")
+        &mut self.conn
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod database_ddl;
 pub mod frontdoor;
+#[doc(hidden)]
+pub mod fuzzing;
 mod iam;
 mod in_flight;
 mod lexer;
