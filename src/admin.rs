@@ -111,12 +111,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn backend_addresses(state: &State) -> BTreeSet<(String, String, Duration)> {
     let mut out = BTreeSet::new();
     for route in &state.config.routes {
-        let Some(target) = state.targets.get(&route.backend) else {
+        let Some(target) = state.targets.for_route(route) else {
             continue;
         };
         let secret_addr = route
             .use_secret_address
-            .then(|| state.credentials.get(&route.credentials))
+            .then(|| state.credentials.get(route.credentials.as_deref()?))
             .flatten()
             .and_then(|cache| cache.cached())
             .and_then(|c| c.host.map(|h| (h, c.port.unwrap_or(target.port))));
@@ -134,7 +134,7 @@ fn backend_addresses(state: &State) -> BTreeSet<(String, String, Duration)> {
 fn render(state: &State, health: &Health) -> String {
     let now = crate::tls::unix_now();
     for (which, not_after) in &state.expiry {
-        ::metrics::gauge!(metrics::CERT_EXPIRY, "certificate" => *which)
+        ::metrics::gauge!(metrics::CERT_EXPIRY, "certificate" => which.clone())
             .set((not_after - now) as f64);
     }
     for (name, cache) in state.credentials.caches() {

@@ -1,11 +1,12 @@
 //! `pgvalet check`: everything a start needs, tried without serving — the configuration, the
-//! certificates (with days to expiry), each credentials entry (read, never printed), and a
-//! login through each route's backend. One line per item.
+//! certificates (with days to expiry, backend client certificates included), each credentials
+//! entry (read, never printed; for an IAM source, a token made), and a login through each
+//! route's backend. One line per item.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, SourceKind};
 use crate::server::State;
 
 /// One line of the report.
@@ -63,11 +64,44 @@ pub async fn run(config: Config, origin: &Path) -> Vec<Line> {
         true,
         "certificates and keys load; TLS configurations build".into(),
     ));
-    for name in state.config.credentials.keys() {
+    for cert in state.targets.client_certs() {
+        let days = (cert.not_after - crate::tls::unix_now()) / 86_400;
+        let what = format!(
+            "{} {} (CN {})",
+            cert.key,
+            cert.path.display(),
+            cert.cn.as_deref().unwrap_or("none")
+        );
+        out.push(if days >= 0 {
+            line(true, format!("{what}: valid for {days} more days"))
+        } else {
+            line(false, format!("{what}: expired {} days ago", -days))
+        });
+    }
+    for (name, config) in &state.config.credentials {
         let Some(cache) = state.credentials.get(name) else {
             continue;
         };
         out.push(match cache.refresh().await {
+            Ok(creds) if config.source == SourceKind::Iam => {
+                match crate::iam::token::Token::parse(creds.password.expose()) {
+                    Ok(token) => line(
+                        true,
+                        format!(
+                            "credentials.{name}: an IAM auth token can be made for user {} at {}:{} in {}, signed with access key {}",
+                            token.db_user,
+                            token.host,
+                            token.port,
+                            token.region,
+                            token.access_key_id
+                        ),
+                    ),
+                    Err(e) => line(
+                        false,
+                        format!("credentials.{name}: the IAM auth token made is malformed: {}", e.0),
+                    ),
+                }
+            }
             Ok(creds) => line(
                 true,
                 format!(
@@ -80,7 +114,7 @@ pub async fn run(config: Config, origin: &Path) -> Vec<Line> {
         });
     }
     for route in &state.config.routes {
-        let Some(target) = state.targets.get(&route.backend) else {
+        let Some(target) = state.targets.for_route(route) else {
             continue;
         };
         let database = route

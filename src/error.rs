@@ -194,15 +194,31 @@ pub enum BackendError {
     #[error("TLS to backend \"{backend}\" failed: {source}")]
     Tls { backend: String, source: io::Error },
     #[error(
-        "backend \"{backend}\" refused the login of user \"{user}\" with credentials \"{credentials}\": {message} (SQLSTATE {code})"
+        "backend \"{backend}\" refused the login of user \"{user}\" with {with}: {message} (SQLSTATE {code})"
     )]
     Login {
         backend: String,
         user: String,
-        credentials: String,
+        /// What pgvalet logged in with: `credentials "orders"`, or its client certificate.
+        with: String,
         code: String,
         message: String,
     },
+    #[error(
+        "backend \"{backend}\" refused pgvalet's client certificate ({cert}) with TLS alert {alert}: check that the backend's ssl_ca_file trusts its issuer and that it is within its validity dates"
+    )]
+    CertificateRefused {
+        backend: String,
+        /// The key and CN of the certificate.
+        cert: String,
+        alert: String,
+    },
+    #[error(
+        "backend \"{backend}\" asked for a client certificate (TLS alert {alert}), and pgvalet has none for it: set client_cert and client_key on the backend or the route"
+    )]
+    CertificateRequired { backend: String, alert: String },
+    #[error("pgvalet has nothing to log in to backend \"{backend}\" with: {what}")]
+    NoLogin { backend: String, what: String },
     #[error("backend \"{backend}\" asked for authentication pgvalet does not do: {what}")]
     UnsupportedAuth { backend: String, what: String },
     #[error("backend \"{backend}\" broke the protocol: {what}")]
@@ -241,7 +257,10 @@ impl ClientError for BackendError {
     }
     fn kind(&self) -> &'static str {
         match self {
-            BackendError::Login { .. } => "backend_auth_failed",
+            BackendError::Login { .. } | BackendError::NoLogin { .. } => "backend_auth_failed",
+            BackendError::CertificateRefused { .. } | BackendError::CertificateRequired { .. } => {
+                "backend_cert_refused"
+            }
             BackendError::Credentials(_) => "credentials_failed",
             _ => "backend_failed",
         }

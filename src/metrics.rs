@@ -46,7 +46,8 @@ pub const SECRET_AGE: &str = "pgvalet_secret_age_seconds";
 /// Rotations seen, by `credentials`: the current version changed, or a backend refused it and
 /// another version was tried.
 pub const ROTATIONS: &str = "pgvalet_secret_rotations_total";
-/// Seconds until the `certificate` (server, client_ca) expires; negative once it has.
+/// Seconds until the `certificate` expires (server, client_ca, and each backend client
+/// certificate by its key, `backends.NAME.client_cert`); negative once it has.
 pub const CERT_EXPIRY: &str = "pgvalet_certificate_expiry_seconds";
 /// Configuration reloads by `outcome` (ok, failed).
 pub const CONFIG_RELOADS: &str = "pgvalet_config_reloads_total";

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::Target;
+use crate::backend::Targets;
 use crate::config::Config;
 
 /// One reader's standing, kept across reloads while its name is still some backend's reader.
@@ -134,13 +134,14 @@ impl Readers {
 
     /// Checks every reader whose check is due, all at once; each takes at most its backend's
     /// `connect_timeout`.
-    pub async fn check_due(&self, config: &Config, targets: &HashMap<String, Arc<Target>>) {
+    pub async fn check_due(&self, config: &Config, targets: &Targets) {
         let now = Instant::now();
         let mut checks = tokio::task::JoinSet::new();
         for reader in self.by_name.values() {
-            let (Some(target), Some(backend)) =
-                (targets.get(&reader.name), config.backends.get(&reader.name))
-            else {
+            let (Some(target), Some(backend)) = (
+                targets.backend(&reader.name),
+                config.backends.get(&reader.name),
+            ) else {
                 continue;
             };
             {

@@ -16,6 +16,8 @@ pub enum StepError {
     Unsupported(String),
     /// The conversation went wrong.
     Protocol(String),
+    /// The backend asked for a password, and the login has none (a client certificate login).
+    NoPassword,
 }
 
 impl From<String> for StepError {
@@ -40,14 +42,15 @@ pub enum Step {
 /// The client half of a backend login, driven by the backend's `R` messages.
 pub struct Login<'a> {
     user: &'a str,
-    password: &'a str,
+    /// `None` when the client certificate is the whole login.
+    password: Option<&'a str>,
     /// `tls-server-end-point` data of the backend certificate, when on TLS.
     channel_binding: Option<Vec<u8>>,
     scram: Option<ScramSha256>,
 }
 
 impl<'a> Login<'a> {
-    pub fn new(user: &'a str, password: &'a str, channel_binding: Option<Vec<u8>>) -> Self {
+    pub fn new(user: &'a str, password: Option<&'a str>, channel_binding: Option<Vec<u8>>) -> Self {
         Login {
             user,
             password,
@@ -64,13 +67,18 @@ impl<'a> Login<'a> {
     /// Answers one authentication request. Errors name what went wrong, never the password.
     pub fn step(&mut self, request: AuthRequest<'_>) -> Result<Step, StepError> {
         let mut out = BytesMut::new();
+        let password = match (&request, self.password) {
+            (AuthRequest::Ok | AuthRequest::Other(_), _) => "",
+            (_, None) => return Err(StepError::NoPassword),
+            (_, Some(password)) => password,
+        };
         match request {
             AuthRequest::Ok => return Ok(Step::Done),
             AuthRequest::Cleartext => {
-                frontend::password_message(self.password.as_bytes(), &mut out).map_err(io_text)?;
+                frontend::password_message(password.as_bytes(), &mut out).map_err(io_text)?;
             }
             AuthRequest::Md5(salt) => {
-                let hash = md5_hash(self.user.as_bytes(), self.password.as_bytes(), salt);
+                let hash = md5_hash(self.user.as_bytes(), password.as_bytes(), salt);
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(io_text)?;
             }
             AuthRequest::Sasl(mechanisms) => {
@@ -91,7 +99,7 @@ impl<'a> Login<'a> {
                         "SASL mechanisms {mechanisms:?}"
                     )));
                 }
-                let scram = ScramSha256::new(self.password.as_bytes(), binding);
+                let scram = ScramSha256::new(password.as_bytes(), binding);
                 frontend::sasl_initial_response(mechanism, scram.message(), &mut out)
                     .map_err(io_text)?;
                 self.scram = Some(scram);

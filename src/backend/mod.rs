@@ -4,6 +4,7 @@
 mod auth;
 pub mod settings;
 mod stream;
+mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,12 @@ use crate::credentials::Credentials;
 use crate::error::{BackendError, ConfigError};
 use crate::protocol::backend as msg;
 use crate::protocol::frame;
+use crate::tls::backend::{ClientCert, ClientCertFiles};
 
 pub use auth::{Login, Step, StepError};
 pub use settings::ClientSettings;
 pub use stream::BackendStream;
+pub use targets::Targets;
 
 /// Largest message pgvalet accepts from a backend during login.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -39,14 +42,26 @@ pub struct Target {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// Whether `server_name` was configured, or follows `host`.
     explicit_server_name: bool,
+    /// The client certificate presented in the TLS handshake, if any.
+    pub client_cert: Option<ClientCert>,
 }
 
 impl Target {
-    pub fn from_config(name: &str, config: &BackendConfig) -> Result<Target, ConfigError> {
+    /// The backend `name` as configured, presenting `client_cert` when given.
+    pub fn from_config(
+        name: &str,
+        config: &BackendConfig,
+        client_cert: Option<ClientCertFiles<'_>>,
+    ) -> Result<Target, ConfigError> {
+        let mut loaded_cert = None;
         let tls =
-            match crate::tls::backend::client_config(name, config)? {
+            match crate::tls::backend::client_config(name, config, client_cert)? {
                 None => None,
-                Some(client) => {
+                Some(crate::tls::backend::Client {
+                    config: client,
+                    cert,
+                }) => {
+                    loaded_cert = cert;
                     let server_name = ServerName::try_from(config.server_name().to_owned())
                         .map_err(|e| ConfigError::Invalid {
                             path: "-".into(),
@@ -66,6 +81,7 @@ impl Target {
             connect_timeout: config.connect_timeout,
             tls,
             explicit_server_name: config.server_name.is_some(),
+            client_cert: loaded_cert,
         })
     }
 
@@ -92,6 +108,7 @@ impl Target {
             connect_timeout: self.connect_timeout,
             tls,
             explicit_server_name: self.explicit_server_name,
+            client_cert: self.client_cert.clone(),
         })
     }
 
@@ -154,7 +171,9 @@ impl Target {
 /// Whom to log in as, where. A client's other startup parameters are not part of a login: they
 /// are its [`ClientSettings`], applied after.
 pub struct Request<'a> {
-    pub credentials_name: &'a str,
+    /// The `[credentials.…]` table the password comes from; `None` when the client certificate
+    /// is the whole login (`credentials` then holds only the user name, its CN).
+    pub credentials_name: Option<&'a str>,
     pub credentials: &'a Credentials,
     pub database: &'a str,
 }
@@ -188,11 +207,54 @@ pub async fn connect(
 ) -> Result<Connection, BackendError> {
     let limit = target.connect_timeout;
     match tokio::time::timeout(limit, connect_inner(target.clone(), request)).await {
-        Ok(result) => result,
+        Ok(result) => result.map_err(|e| certificate_alert(&target, e)),
         Err(_) => Err(BackendError::ConnectTimeout {
             backend: target.name.clone(),
             addr: target.addr(),
         }),
+    }
+}
+
+/// A TLS alert about pgvalet's client certificate, received during the handshake or (TLS 1.3)
+/// at the first read after it, named as such; any other error as it is.
+fn certificate_alert(target: &Target, e: BackendError) -> BackendError {
+    use rustls::AlertDescription as A;
+    let (BackendError::Tls { source, .. } | BackendError::Lost { source, .. }) = &e else {
+        return e;
+    };
+    let alert = match source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => *alert,
+        _ => return e,
+    };
+    let about_certificate = matches!(
+        alert,
+        A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired
+    );
+    if !about_certificate {
+        return e;
+    }
+    let backend = target.name.clone();
+    let alert = format!("{alert:?}");
+    match &target.client_cert {
+        Some(cert) => BackendError::CertificateRefused {
+            backend,
+            cert: match &cert.cn {
+                Some(cn) => format!("{}, CN {cn}", cert.key),
+                None => cert.key.clone(),
+            },
+            alert,
+        },
+        None => BackendError::CertificateRequired { backend, alert },
     }
 }
 
@@ -230,7 +292,10 @@ async fn connect_inner(
         .map_err(|e| protocol(e.to_string()))?;
     write(&mut stream, &out, &target.name).await?;
 
-    let mut login = Login::new(user, request.credentials.password.expose(), channel_binding);
+    let password = request
+        .credentials_name
+        .map(|_| request.credentials.password.expose());
+    let mut login = Login::new(user, password, channel_binding);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut connection = Connection {
         stream,
@@ -283,6 +348,14 @@ async fn connect_inner(
                         });
                     }
                     Err(StepError::Protocol(what)) => return Err(protocol(what)),
+                    Err(StepError::NoPassword) => {
+                        return Err(BackendError::NoLogin {
+                            backend: target.name.clone(),
+                            what: format!(
+                                "it asked for a password for user \"{user}\", and the route has no credentials, only a client certificate (a `cert` line in the backend's pg_hba.conf makes the certificate the login)"
+                            ),
+                        });
+                    }
                 }
             }
             b'E' => {
@@ -290,7 +363,10 @@ async fn connect_inner(
                 return Err(BackendError::Login {
                     backend: target.name.clone(),
                     user: user.to_owned(),
-                    credentials: request.credentials_name.to_owned(),
+                    with: match request.credentials_name {
+                        Some(name) => format!("credentials \"{name}\""),
+                        None => "its client certificate".to_owned(),
+                    },
                     code: msg::field(&fields, b'C').to_owned(),
                     message: msg::field(&fields, b'M').to_owned(),
                 });

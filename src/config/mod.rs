@@ -224,6 +224,11 @@ pub struct BackendConfig {
     /// TLS handshake). One that fails leaves the rotation until a check passes again.
     #[serde(default = "defaults::check_interval", with = "duration_serde")]
     pub check_interval: Duration,
+    /// PEM client certificate (chain) pgvalet presents in the TLS handshake, for backends whose
+    /// pg_hba says `cert` (or `clientcert=verify-full`); a file or `env:NAME`.
+    pub client_cert: Option<PathBuf>,
+    /// Its PEM private key.
+    pub client_key: Option<PathBuf>,
 }
 
 impl BackendConfig {
@@ -242,6 +247,19 @@ pub enum SourceKind {
     Env,
     /// AWS Secrets Manager.
     Aws,
+    /// RDS IAM auth tokens, made with pgvalet's own AWS credentials.
+    Iam,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Env => "env",
+            SourceKind::Aws => "aws",
+            SourceKind::Iam => "iam",
+        }
+    }
 }
 
 /// A `[credentials.NAME]` table. Which keys apply depends on `source`; `validate` checks that
@@ -257,8 +275,15 @@ pub struct CredentialsConfig {
     pub password_env: Option<String>,
     /// `aws`: secret name or ARN.
     pub secret_id: Option<String>,
-    /// `aws`: region; default from the environment (AWS_REGION) or the profile.
+    /// `aws`, `iam`: region; default from the environment (AWS_REGION) or the profile.
     pub region: Option<String>,
+    /// `iam`: the database user the tokens are for.
+    pub username: Option<String>,
+    /// `iam`: the backend's `host:port` as the tokens are signed for it.
+    pub endpoint: Option<String>,
+    /// `iam`: the oldest a token may be when pgvalet sends it (at most 15 minutes, RDS's limit).
+    #[serde(default, with = "duration_serde::option")]
+    pub token_lifetime: Option<Duration>,
     /// `aws`: endpoint override, for a local Secrets Manager (moto, LocalStack).
     pub endpoint_url: Option<String>,
     /// How often the cached value is refreshed in the background.
@@ -271,6 +296,13 @@ pub struct CredentialsConfig {
     /// password (AWSPREVIOUS) is still accepted from clients.
     #[serde(default = "defaults::previous_grace", with = "duration_serde")]
     pub previous_grace: Duration,
+}
+
+impl CredentialsConfig {
+    /// `iam`: how old a token may be when it is sent.
+    pub fn token_lifetime(&self) -> Duration {
+        self.token_lifetime.unwrap_or_else(defaults::token_lifetime)
+    }
 }
 
 /// RDS IAM authentication of clients: the endpoint name they sign for, and the keys.
@@ -381,8 +413,12 @@ pub struct RouteConfig {
     pub allow_cidrs: Option<Vec<IpNet>>,
     /// Key of a `[backends.…]` table.
     pub backend: String,
-    /// Key of a `[credentials.…]` table.
-    pub credentials: String,
+    /// Key of a `[credentials.…]` table; optional when a client certificate is the login.
+    pub credentials: Option<String>,
+    /// A client certificate and key for this route's backend logins, in place of the
+    /// backend's (the certificate's CN is the database user).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// Connect to the `host` and `port` the secret names (as RDS secrets carry them) instead of
     /// the backend table's; the backend table still gives TLS settings.
     #[serde(default)]
@@ -514,6 +550,10 @@ mod defaults {
     pub fn previous_grace() -> Duration {
         Duration::from_secs(900)
     }
+    pub fn token_lifetime() -> Duration {
+        // A minute short of the 15 minutes RDS accepts a token for.
+        Duration::from_secs(14 * 60)
+    }
     pub fn clock_skew() -> Duration {
         Duration::from_secs(300)
     }
@@ -541,6 +581,9 @@ mod defaults {
 
 mod duration_serde {
     pub use super::duration::deserialize;
+    pub mod option {
+        pub use super::super::duration::deserialize_option as deserialize;
+    }
 }
 
 impl Config {

@@ -387,3 +387,161 @@ fn endpoints_and_readers_are_checked() {
         assert!(err.contains(key), "{main_extra} {tables}: {err}");
     }
 }
+
+/// The backend's `ca` line in [`GOOD`] (the `[tls]` table has a `client_ca` too).
+const BACKEND_CA: &str = "host = \"127.0.0.1\"\n        ca = \"ca.crt\"";
+
+#[test]
+fn iam_credentials_need_their_keys_and_tls() {
+    let iam = r#"
+        [credentials.orders]
+        source = "iam"
+        username = "orders_svc"
+        endpoint = "db.example:5432"
+"#;
+    let with = |table: &str| {
+        GOOD.replace(
+            "[credentials.orders]\n        source = \"file\"\n        path = \"orders.json\"\n",
+            table,
+        )
+    };
+    let c = parse(&with(iam)).unwrap();
+    assert_eq!(c.credentials["orders"].source, SourceKind::Iam);
+    assert_eq!(
+        c.credentials["orders"].token_lifetime(),
+        Duration::from_secs(14 * 60)
+    );
+    for (change, key, says) in [
+        (
+            ("username = \"orders_svc\"\n", ""),
+            "credentials.orders.username",
+            "is required",
+        ),
+        (
+            (
+                "endpoint = \"db.example:5432\"",
+                "endpoint = \"db.example\"",
+            ),
+            "credentials.orders.endpoint",
+            "not host:port",
+        ),
+        (
+            (
+                "source = \"iam\"",
+                "source = \"iam\"\ntoken_lifetime = \"16m\"",
+            ),
+            "credentials.orders.token_lifetime",
+            "at most 15m",
+        ),
+        (
+            (
+                "source = \"iam\"",
+                "source = \"iam\"\ntoken_lifetime = \"0s\"",
+            ),
+            "credentials.orders.token_lifetime",
+            "longer than 0",
+        ),
+        (
+            ("source = \"iam\"", "source = \"iam\"\nsecret_id = \"x\""),
+            "credentials.orders.secret_id",
+            "does not apply",
+        ),
+    ] {
+        let err = parse(&with(&iam.replace(change.0, change.1))).unwrap_err();
+        assert!(err.contains(key) && err.contains(says), "{change:?}: {err}");
+    }
+    let err = parse(&GOOD.replace(
+        "path = \"orders.json\"",
+        "path = \"o\"\ntoken_lifetime = \"1m\"",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("credentials.orders.token_lifetime does not apply to source = \"file\""),
+        "{err}"
+    );
+
+    // A token is a password: never over plaintext, and never what clients are checked against.
+    let plain = with(iam).replace(BACKEND_CA, "host = \"127.0.0.1\"\ntls = \"disable\"");
+    let err = parse(&plain).unwrap_err();
+    assert!(
+        err.contains("routes[0].credentials")
+            && err.contains("only over TLS")
+            && err.contains("backends.main.tls is \"disable\""),
+        "{err}"
+    );
+    let password = with(iam).replace(
+        "identity = \"uri:spiffe://x/orders\"",
+        "auth = \"password\"",
+    );
+    let err = parse(&password).unwrap_err();
+    assert!(
+        err.contains("routes[0].credentials") && err.contains("IAM auth tokens"),
+        "{err}"
+    );
+}
+
+#[test]
+fn client_certificates_and_routes_without_credentials() {
+    let cert = &format!("{BACKEND_CA}\nclient_cert = \"c.crt\"\nclient_key = \"c.key\"");
+    let without = |text: &str| text.replace("credentials = \"orders\"\n", "");
+    // The backend's certificate is the login of a route without credentials.
+    let c = parse(&without(&GOOD.replace(BACKEND_CA, cert))).unwrap();
+    assert_eq!(c.routes[0].credentials, None);
+    assert_eq!(
+        c.backends["main"].client_cert.as_deref(),
+        Some(Path::new("c.crt"))
+    );
+    // So is the route's own.
+    let own = format!(
+        "{}client_cert = \"r.crt\"\nclient_key = \"r.key\"\n",
+        without(GOOD)
+    );
+    assert!(parse(&own).is_ok());
+    for (text, key, says) in [
+        (
+            without(GOOD),
+            "routes[0].credentials",
+            "neither the route nor backends.main has a client_cert",
+        ),
+        (
+            GOOD.replace(
+                BACKEND_CA,
+                &format!("{BACKEND_CA}\nclient_cert = \"c.crt\""),
+            ),
+            "backends.main.client_key",
+            "is required with client_cert",
+        ),
+        (
+            format!("{GOOD}client_key = \"r.key\"\n"),
+            "routes[0].client_cert",
+            "is required with client_key",
+        ),
+        (
+            without(&GOOD.replace(
+                BACKEND_CA,
+                "host = \"127.0.0.1\"\ntls = \"disable\"\nclient_cert = \"c.crt\"\nclient_key = \"c.key\"",
+            )),
+            "backends.main.client_cert",
+            "needs TLS",
+        ),
+        (
+            without(&GOOD.replace(BACKEND_CA, cert)).replace(
+                "identity = \"uri:spiffe://x/orders\"",
+                "auth = \"password\"",
+            ),
+            "routes[0].credentials",
+            "is required with auth = \"password\"",
+        ),
+        (
+            format!(
+                "{}use_secret_address = true\n",
+                without(&GOOD.replace(BACKEND_CA, cert))
+            ),
+            "routes[0].use_secret_address",
+            "needs credentials",
+        ),
+    ] {
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains(key) && err.contains(says), "{key}: {err}");
+    }
+}

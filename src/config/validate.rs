@@ -4,9 +4,13 @@
 use std::collections::HashSet;
 
 use super::{
-    AuthMode, BackendTls, Config, CredentialsConfig, IamVerify, ProxyProtocol, SourceKind,
+    AuthMode, BackendTls, Config, CredentialsConfig, IamVerify, ProxyProtocol, RouteConfig,
+    SourceKind,
 };
 use crate::authz::Identity;
+
+/// RDS accepts an IAM auth token for 15 minutes after it was signed.
+const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl Config {
     /// Checks what the types cannot: references between tables, required companions, ambiguity.
@@ -86,6 +90,8 @@ impl Config {
                     ),
                 );
             }
+            client_cert_pair(&backend.client_cert, &backend.client_key, backend.tls)
+                .map_err(|(field, message)| (key(field), message))?;
         }
         for (name, backend) in &self.backends {
             for reader in &backend.readers {
@@ -134,12 +140,8 @@ impl Config {
                     format!("\"{}\" is not a [backends.…] table", route.backend),
                 );
             }
-            if !self.credentials.contains_key(&route.credentials) {
-                return fail(
-                    key("credentials"),
-                    format!("\"{}\" is not a [credentials.…] table", route.credentials),
-                );
-            }
+            self.validate_backend_login(route)
+                .map_err(|(field, message)| (key(field), message))?;
             if route.databases.is_empty() {
                 return fail(
                     key("databases"),
@@ -279,30 +281,113 @@ impl Config {
     }
 }
 
+/// A client certificate needs its key, and TLS to be presented in.
+fn client_cert_pair(
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+    tls: BackendTls,
+) -> Result<(), (&'static str, String)> {
+    match (cert, key) {
+        (Some(_), None) => Err(("client_key", "is required with client_cert".into())),
+        (None, Some(_)) => Err(("client_cert", "is required with client_key".into())),
+        (Some(_), Some(_)) if tls == BackendTls::Disable => Err((
+            "client_cert",
+            "needs TLS to the backend, but its tls is \"disable\"".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Config {
+    /// How a route logs in to its backend: with a credentials table, with a client
+    /// certificate alone, or both; an IAM token only over TLS. Errors name a route field.
+    fn validate_backend_login(&self, route: &RouteConfig) -> Result<(), (&'static str, String)> {
+        // validate() checked that the backend exists.
+        let Some(backend) = self.backends.get(&route.backend) else {
+            return Ok(());
+        };
+        client_cert_pair(&route.client_cert, &route.client_key, backend.tls)?;
+        let has_cert = route.client_cert.is_some() || backend.client_cert.is_some();
+        let Some(name) = &route.credentials else {
+            if !has_cert {
+                return Err((
+                    "credentials",
+                    format!(
+                        "is required: neither the route nor backends.{} has a client_cert to log in with",
+                        route.backend
+                    ),
+                ));
+            }
+            if route.auth.needs_password() {
+                return Err((
+                    "credentials",
+                    format!(
+                        "is required with auth = \"{}\": clients are checked against its password",
+                        route.auth.as_str()
+                    ),
+                ));
+            }
+            if route.use_secret_address {
+                return Err((
+                    "use_secret_address",
+                    "needs credentials that name an address".into(),
+                ));
+            }
+            return Ok(());
+        };
+        let Some(credentials) = self.credentials.get(name) else {
+            return Err((
+                "credentials",
+                format!("\"{name}\" is not a [credentials.…] table"),
+            ));
+        };
+        if credentials.source == SourceKind::Iam {
+            if backend.tls == BackendTls::Disable {
+                return Err((
+                    "credentials",
+                    format!(
+                        "\"{name}\" makes IAM auth tokens, which pgvalet sends only over TLS, but backends.{}.tls is \"disable\"",
+                        route.backend
+                    ),
+                ));
+            }
+            if route.auth.needs_password() {
+                return Err((
+                    "credentials",
+                    format!(
+                        "\"{name}\" makes IAM auth tokens for the backend; auth = \"{}\" would check clients against them. Give this route a password source",
+                        route.auth.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl CredentialsConfig {
     fn validate(&self) -> Result<(), (String, String)> {
-        let (kind, required, present): (&str, &[&str], Vec<(&str, bool)>) = (
-            match self.source {
-                SourceKind::File => "file",
-                SourceKind::Env => "env",
-                SourceKind::Aws => "aws",
-            },
-            match self.source {
-                SourceKind::File => &["path"],
-                SourceKind::Env => &["username_env", "password_env"],
-                SourceKind::Aws => &["secret_id"],
-            },
-            vec![
-                ("path", self.path.is_some()),
-                ("username_env", self.username_env.is_some()),
-                ("password_env", self.password_env.is_some()),
-                ("secret_id", self.secret_id.is_some()),
-                ("region", self.region.is_some()),
-                ("endpoint_url", self.endpoint_url.is_some()),
-            ],
-        );
+        let kind = self.source.as_str();
+        let required: &[&str] = match self.source {
+            SourceKind::File => &["path"],
+            SourceKind::Env => &["username_env", "password_env"],
+            SourceKind::Aws => &["secret_id"],
+            SourceKind::Iam => &["username", "endpoint"],
+        };
+        let present = vec![
+            ("path", self.path.is_some()),
+            ("username_env", self.username_env.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("secret_id", self.secret_id.is_some()),
+            ("region", self.region.is_some()),
+            ("endpoint_url", self.endpoint_url.is_some()),
+            ("username", self.username.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("token_lifetime", self.token_lifetime.is_some()),
+        ];
         let allowed: &[&str] = match self.source {
             SourceKind::Aws => &["secret_id", "region", "endpoint_url"],
+            SourceKind::Iam => &["username", "endpoint", "region", "token_lifetime"],
             _ => required,
         };
         for (field, set) in &present {
@@ -323,6 +408,24 @@ impl CredentialsConfig {
         }
         if self.refresh_interval.is_zero() {
             return Err(("refresh_interval".into(), "must be longer than 0".into()));
+        }
+        if let Some(endpoint) = &self.endpoint
+            && super::parse_endpoint(endpoint).is_none()
+        {
+            return Err((
+                "endpoint".into(),
+                format!("\"{endpoint}\" is not host:port"),
+            ));
+        }
+        if self.username.as_ref().is_some_and(String::is_empty) {
+            return Err(("username".into(), "is empty".into()));
+        }
+        let lifetime = self.token_lifetime();
+        if lifetime.is_zero() || lifetime > MAX_TOKEN_LIFETIME {
+            return Err((
+                "token_lifetime".into(),
+                "must be longer than 0 and at most 15m, as long as RDS accepts a token".into(),
+            ));
         }
         Ok(())
     }

@@ -102,8 +102,13 @@ impl Cache {
     }
 
     /// The credentials to log in with: the ones a backend last accepted during a rotation, or
-    /// else the cached current version (read now if nothing is cached).
+    /// else the cached current version (read now if nothing is cached). From a source whose
+    /// values expire, never one older than its `max_age`: a new one is made first, and if that
+    /// fails the login fails.
     pub async fn login(&self) -> Result<Credentials, CredentialsError> {
+        if let Some(max_age) = self.source.max_age() {
+            return self.fresh(max_age).await;
+        }
         {
             let state = self.state();
             if let Some(creds) = state.working.as_ref().or(state.current.as_ref()) {
@@ -111,6 +116,36 @@ impl Cache {
             }
         }
         self.refresh().await
+    }
+
+    /// The cached value if it is younger than `max_age`, else a new one.
+    async fn fresh(&self, max_age: Duration) -> Result<Credentials, CredentialsError> {
+        let young = |state: &State| {
+            state
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < max_age)
+                .then(|| state.current.clone())
+                .flatten()
+        };
+        if let Some(creds) = young(&self.state()) {
+            return Ok(creds);
+        }
+        let refreshed = self.refresh().await;
+        let state = self.state();
+        match (young(&state), refreshed) {
+            (Some(creds), _) => Ok(creds),
+            (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Err(state.last_error.clone().unwrap_or_else(|| {
+                CredentialsError::Unreadable {
+                    name: self.name.clone(),
+                    location: self.location(),
+                    detail: format!(
+                        "the last value is older than its lifetime ({} s) and no new one could be made",
+                        max_age.as_secs()
+                    ),
+                }
+            })),
+        }
     }
 
     /// The cached current version, read now if nothing is cached.
@@ -151,7 +186,16 @@ impl Cache {
             })
         });
         crate::metrics::secret_fetch(&self.name, result.is_ok());
+        let renews = self.source.max_age().is_some();
         match result {
+            Ok(creds) if renews => {
+                tracing::debug!(credentials = %self.name, location = %self.location(), "credentials renewed");
+                if state.last_error.take().is_some() {
+                    tracing::info!(credentials = %self.name, "credentials can be made again");
+                }
+                state.current = Some(creds);
+                state.fetched_at = Some(Instant::now());
+            }
             Ok(creds) => {
                 if let Some(old) = state.current.take_if(|old| *old != creds) {
                     crate::metrics::rotation(&self.name);
@@ -262,6 +306,10 @@ impl Cache {
     /// Records that a backend accepted `creds`. When they are not the current version (a
     /// rotation is under way), later logins try them first until the current version changes.
     pub fn accepted(&self, creds: &Credentials) {
+        if self.source.max_age().is_some() {
+            // Each value is new and soon expires: none is worth holding on to.
+            return;
+        }
         let mut state = self.state();
         if state.current.as_ref() != Some(creds) && state.working.as_ref() != Some(creds) {
             tracing::info!(
@@ -303,6 +351,8 @@ mod tests {
     struct Scripted {
         versions: Mutex<Vec<(Stage, Result<Credentials, CredentialsError>)>>,
         reads: AtomicUsize,
+        /// Set for a source whose values expire, as IAM tokens do.
+        max_age: Option<Duration>,
     }
 
     impl Scripted {
@@ -333,6 +383,9 @@ mod tests {
         }
         fn location(&self) -> String {
             "a script".into()
+        }
+        fn max_age(&self) -> Option<Duration> {
+            self.max_age
         }
     }
 
@@ -423,5 +476,36 @@ mod tests {
         source.set(Stage::Current, Ok(creds("u", "newest")));
         cache.refresh().await.unwrap();
         assert_eq!(cache.login().await.unwrap(), creds("u", "newest"));
+    }
+
+    #[tokio::test]
+    async fn expiring_values_are_never_used_past_their_age() {
+        let source = Arc::new(Scripted {
+            max_age: Some(Duration::from_millis(300)),
+            ..Scripted::default()
+        });
+        source.set(Stage::Current, Ok(creds("u", "token-1")));
+        let cache = Cache::new("t", source.clone(), Duration::from_secs(3600));
+        assert_eq!(cache.login().await.unwrap(), creds("u", "token-1"));
+        let reads = source.reads.load(Ordering::SeqCst);
+        assert_eq!(
+            cache.login().await.unwrap(),
+            creds("u", "token-1"),
+            "still young"
+        );
+        assert_eq!(source.reads.load(Ordering::SeqCst), reads);
+        // Past its age, the next login makes a new one first.
+        source.set(Stage::Current, Ok(creds("u", "token-2")));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(cache.login().await.unwrap(), creds("u", "token-2"));
+        // A backend accepting an older value does not make it the one to use.
+        cache.accepted(&creds("u", "token-1"));
+        assert_eq!(cache.login().await.unwrap(), creds("u", "token-2"));
+        // When no new one can be made, the expired one is not served in its place.
+        source.set(Stage::Current, Err(down()));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(cache.login().await.is_err(), "an expired value was served");
+        // Stale-on-error still holds for what the cache reports as last read.
+        assert_eq!(cache.cached(), Some(creds("u", "token-2")));
     }
 }

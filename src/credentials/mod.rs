@@ -8,6 +8,7 @@ pub mod aws_http;
 mod cache;
 mod env;
 mod file;
+mod iam;
 mod secret_json;
 
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +84,11 @@ pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn fetch(&self, stage: Stage) -> BoxFuture<'_, Result<Option<Credentials>, CredentialsError>>;
     /// Where they come from, for logs and errors: `file …`, `secret "…"`.
     fn location(&self) -> String;
+    /// For sources whose values expire (IAM auth tokens): the oldest a value may be when it is
+    /// used. A new value from such a source is a renewal, not a rotation.
+    fn max_age(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// All configured credentials, by the name of their `[credentials.…]` table.
@@ -92,14 +98,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Builds a cache per table. AWS sources share one SDK configuration (the standard
+    /// Builds a cache per table. AWS and IAM sources share one SDK configuration (the standard
     /// credential chain: environment, profile, web identity, ECS task role, IMDS).
     #[allow(
         clippy::expect_used,
         reason = "at start-up: the SDK configuration is loaded whenever a source is aws"
     )]
     pub async fn build(config: &BTreeMap<String, CredentialsConfig>) -> Store {
-        let needs_aws = config.values().any(|c| c.source == SourceKind::Aws);
+        let needs_aws = config
+            .values()
+            .any(|c| matches!(c.source, SourceKind::Aws | SourceKind::Iam));
         let aws_base = if needs_aws {
             Some(aws::load_sdk_config().await)
         } else {
@@ -123,6 +131,13 @@ impl Store {
                         aws_base
                             .as_ref()
                             .expect("loaded above when any source is aws"),
+                        c,
+                    )),
+                    SourceKind::Iam => Arc::new(iam::IamSource::new(
+                        name,
+                        aws_base
+                            .as_ref()
+                            .expect("loaded above when any source is iam"),
                         c,
                     )),
                 };

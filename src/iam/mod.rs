@@ -113,6 +113,8 @@ impl ClientError for IamError {
 pub struct Checked {
     pub access_key_id: String,
     pub signature_checked: bool,
+    /// When the token was signed.
+    pub signed_at: SystemTime,
 }
 
 impl Verifier {
@@ -210,6 +212,7 @@ impl Verifier {
             return Ok(Checked {
                 access_key_id: token.access_key_id,
                 signature_checked: false,
+                signed_at: token.signed_at,
             });
         }
         let Some(key) = self
@@ -226,6 +229,7 @@ impl Verifier {
         Ok(Checked {
             access_key_id: token.access_key_id,
             signature_checked: true,
+            signed_at: token.signed_at,
         })
     }
 }

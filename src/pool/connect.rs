@@ -1,17 +1,19 @@
 //! Making a new backend connection for a pool: log in with the route's credentials, and carry
-//! on through a rotation window when the backend refuses them.
+//! on through a rotation window when the backend refuses them; or, for a route without
+//! credentials, as its client certificate's CN.
 
 use std::sync::Arc;
 
 use crate::backend::{self, Connection, Target};
-use crate::credentials::{Credentials, Store};
+use crate::credentials::{Credentials, Secret, Store};
 use crate::error::BackendError;
 
 /// What a new backend connection is for.
 pub struct Login<'a> {
     pub target: Arc<Target>,
-    /// Name of the route's `[credentials.…]` table.
-    pub credentials: &'a str,
+    /// Name of the route's `[credentials.…]` table; `None` when the target's client
+    /// certificate is the whole login.
+    pub credentials: Option<&'a str>,
     /// Connect where the secret says (`host`, `port`) rather than to `target`'s address.
     pub use_secret_address: bool,
     pub database: &'a str,
@@ -24,11 +26,14 @@ pub async fn login_through_rotation(
     store: &Store,
     request: Login<'_>,
 ) -> Result<Connection, BackendError> {
+    let Some(credentials) = request.credentials else {
+        return certificate_login(request).await;
+    };
     let cache = store
-        .get(request.credentials)
+        .get(credentials)
         .ok_or_else(|| BackendError::Protocol {
             backend: request.target.name.clone(),
-            what: format!("no [credentials.{}] table", request.credentials),
+            what: format!("no [credentials.{credentials}] table"),
         })?;
     let mut attempt = cache.login().await?;
     let mut refused: Vec<Credentials> = Vec::new();
@@ -38,7 +43,7 @@ pub async fn login_through_rotation(
             _ => request.target.clone(),
         };
         let login = backend::Request {
-            credentials_name: request.credentials,
+            credentials_name: Some(credentials),
             credentials: &attempt,
             database: request.database,
         };
@@ -49,7 +54,7 @@ pub async fn login_through_rotation(
             }
             Err(e) if e.is_auth_failure() => {
                 tracing::info!(
-                    credentials = request.credentials, user = %attempt.username, error = %e,
+                    credentials, user = %attempt.username, error = %e,
                     "backend refused the credentials; trying the secret's other versions"
                 );
                 refused.push(attempt);
@@ -61,4 +66,29 @@ pub async fn login_through_rotation(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Logs in as the client certificate's CN, with no password: the backend's pg_hba.conf says
+/// `cert` for it.
+async fn certificate_login(request: Login<'_>) -> Result<Connection, BackendError> {
+    let target = request.target;
+    let Some(user) = target.client_cert.as_ref().and_then(|c| c.cn.clone()) else {
+        return Err(BackendError::NoLogin {
+            backend: target.name.clone(),
+            what: "the route has no credentials and no client certificate with a CN".into(),
+        });
+    };
+    let credentials = Credentials {
+        username: user,
+        password: Secret::new(String::new()),
+        host: None,
+        port: None,
+        dbname: None,
+    };
+    let login = backend::Request {
+        credentials_name: None,
+        credentials: &credentials,
+        database: request.database,
+    };
+    backend::connect(target, &login).await
 }

@@ -126,7 +126,7 @@ pub struct Pool {
     settings: Settings,
     /// Swapped by a reload that rebuilt the backend (a renewed CA) but kept the pool.
     target: arc_swap::ArcSwap<Target>,
-    credentials: String,
+    credentials: Option<String>,
     use_secret_address: bool,
     database: String,
     store: Arc<Store>,
@@ -279,7 +279,7 @@ impl Pool {
     async fn connect(&self) -> Result<Connection, BackendError> {
         let login = Login {
             target: self.target.load_full(),
-            credentials: &self.credentials,
+            credentials: self.credentials.as_deref(),
             use_secret_address: self.use_secret_address,
             database: &self.database,
         };

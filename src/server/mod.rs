@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Health;
-use crate::backend::Target;
+use crate::backend::Targets;
 use crate::cancel::Registry;
 use crate::config::{Config, DEFAULT_ENDPOINT, EndpointRole, RouteConfig};
 use crate::credentials::Store;
@@ -35,7 +35,7 @@ pub struct State {
     pub scram: crate::session::password::Scram,
     /// IAM mode: how client tokens are checked (`[iam]`).
     pub iam: Option<crate::iam::Verifier>,
-    pub targets: HashMap<String, Arc<Target>>,
+    pub targets: Targets,
     pub credentials: Arc<Store>,
     pub pools: Arc<Pools>,
     /// Per-route client limits (`max_client_conn`).
@@ -44,8 +44,9 @@ pub struct State {
     pub readers: Readers,
     /// The routes of each endpoint that serves only some of them.
     endpoint_routes: HashMap<String, Vec<RouteConfig>>,
-    /// When the server certificate and the client CA expire (Unix seconds), for the metrics.
-    pub expiry: Vec<(&'static str, i64)>,
+    /// When the server certificate, the client CA and the backend client certificates expire
+    /// (Unix seconds), by name, for the metrics.
+    pub expiry: Vec<(String, i64)>,
     /// Stops the refreshers of `credentials` once a reload replaces them.
     refreshers: CancellationToken,
 }
@@ -79,23 +80,23 @@ impl State {
                 "iam.verify = \"claims\": IAM tokens are accepted WITHOUT checking their signatures; anyone who can reach pgvalet can claim any user of an iam route"
             );
         }
-        let expiry = vec![
+        let targets = Targets::build(&config)?;
+        let mut expiry = vec![
             (
-                "server",
+                "server".to_owned(),
                 crate::tls::not_after("tls.cert", &config.tls.cert)?,
             ),
             (
-                "client_ca",
+                "client_ca".to_owned(),
                 crate::tls::not_after("tls.client_ca", &config.tls.client_ca)?,
             ),
         ];
-        let targets = config
-            .backends
-            .iter()
-            .map(|(name, backend)| {
-                Ok((name.clone(), Arc::new(Target::from_config(name, backend)?)))
-            })
-            .collect::<Result<HashMap<_, _>, ConfigError>>()?;
+        expiry.extend(
+            targets
+                .client_certs()
+                .into_iter()
+                .map(|c| (c.key.clone(), c.not_after)),
+        );
         let kept = old.filter(|old| old.config.credentials == config.credentials);
         let (credentials, refreshers) = match kept {
             Some(old) => (old.credentials.clone(), old.refreshers.clone()),
@@ -111,6 +112,7 @@ impl State {
                 let then = old.config.routes.iter().find(|r| r.name == route)?;
                 let same = now.backend == then.backend
                     && now.credentials == then.credentials
+                    && now.client_cert == then.client_cert
                     && now.use_secret_address == then.use_secret_address
                     && Settings::from_route(now) == Settings::from_route(then)
                     && now.allows_database(database)
@@ -122,9 +124,12 @@ impl State {
                         .readers
                         .iter()
                         .any(|r| r == backend);
-                (same && on)
-                    .then(|| targets.get(backend).cloned())
-                    .flatten()
+                let target = if backend == now.backend {
+                    targets.for_route(now)
+                } else {
+                    targets.backend(backend)
+                };
+                (same && on).then(|| target.cloned()).flatten()
             });
         }
         let route_clients = config
@@ -210,7 +215,7 @@ impl State {
     /// so the housekeeping warms them.
     fn declare_warm_pools(&self) {
         for route in self.config.routes.iter().filter(|r| r.min_idle > 0) {
-            let Some(target) = self.targets.get(&route.backend) else {
+            let Some(target) = self.targets.for_route(route) else {
                 continue;
             };
             for database in route.databases.iter().filter(|d| *d != "*") {
@@ -222,10 +227,22 @@ impl State {
     /// The files a reload reads, for `watch`: certificates, keys, CAs and CRLs (not `env:`).
     fn watched_files(&self) -> Vec<std::path::PathBuf> {
         let tls = &self.config.tls;
+        let backends = self.config.backends.values();
+        let client_certs = backends
+            .clone()
+            .flat_map(|b| [&b.client_cert, &b.client_key])
+            .chain(
+                self.config
+                    .routes
+                    .iter()
+                    .flat_map(|r| [&r.client_cert, &r.client_key]),
+            )
+            .flatten();
         [&tls.cert, &tls.key, &tls.client_ca]
             .into_iter()
             .chain(&tls.crls)
-            .chain(self.config.backends.values().filter_map(|b| b.ca.as_ref()))
+            .chain(backends.filter_map(|b| b.ca.as_ref()))
+            .chain(client_certs)
             .filter(|p| !p.to_string_lossy().starts_with("env:"))
             .cloned()
             .collect()

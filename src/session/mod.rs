@@ -159,14 +159,15 @@ async fn session(
         }
     };
     if route.auth.needs_password() {
-        let Some(cache) = state.credentials.get(&route.credentials) else {
+        let credentials = route.credentials.as_deref().unwrap_or_default();
+        let Some(cache) = state.credentials.get(credentials) else {
             tracing::error!(route = %route.name, "route names credentials that were not built");
             return;
         };
         let grace = state
             .config
             .credentials
-            .get(&route.credentials)
+            .get(credentials)
             .map(|c| c.previous_grace)
             .unwrap_or_default();
         let checked =
@@ -200,14 +201,21 @@ async fn session(
                 %peer, user = %client.user, key = %checked.access_key_id,
                 "IAM token accepted WITHOUT checking its signature (iam.verify = \"claims\")"
             ),
-            Ok(_) => {}
+            Ok(checked) => {
+                let age = std::time::SystemTime::now().duration_since(checked.signed_at);
+                tracing::debug!(
+                    %peer, user = %client.user, key = %checked.access_key_id,
+                    token_age_s = age.map_or(0, |a| a.as_secs()),
+                    "IAM token accepted"
+                );
+            }
             Err(e) => {
                 let e = frontdoor::reject(&mut client.tls, e).await;
                 return log_refusal(started, endpoint, peer, Some(&identity), &e);
             }
         }
     }
-    let Some(target) = state.targets.get(&route.backend).cloned() else {
+    let Some(target) = state.targets.for_route(route).cloned() else {
         // validate() makes every route name a backend; a missing one is a bug, not input.
         tracing::error!(route = %route.name, "route names a backend that was not built");
         return;

@@ -1,6 +1,7 @@
 //! TLS from pgvalet to a backend, with libpq's `sslmode` meanings: `require` encrypts without
 //! checking, `verify-ca` checks the chain, `verify-full` checks the chain and the host name.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
@@ -14,11 +15,40 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::config::{BackendConfig, BackendTls};
 use crate::error::ConfigError;
 
-/// The client config for one backend, or `None` for `tls = "disable"`.
+/// Where a client certificate for a backend is configured: `owner` is the table that names it
+/// (`backends.main`, `routes[2]`), whose `client_cert` and `client_key` are `cert` and `key`.
+pub struct ClientCertFiles<'a> {
+    pub owner: String,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+/// A client certificate pgvalet presents to a backend, as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The key that names it, as `backends.main.client_cert`.
+    pub key: String,
+    pub path: PathBuf,
+    /// Its subject CN: the database user of routes that have no credentials.
+    pub cn: Option<String>,
+    /// When it expires, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// The TLS client side towards one backend.
+pub struct Client {
+    pub config: Arc<ClientConfig>,
+    /// The client certificate it presents, if any.
+    pub cert: Option<ClientCert>,
+}
+
+/// The client config for one backend, or `None` for `tls = "disable"`; with `client_cert`,
+/// presenting that certificate.
 pub fn client_config(
     name: &str,
     backend: &BackendConfig,
-) -> Result<Option<Arc<ClientConfig>>, ConfigError> {
+    client_cert: Option<ClientCertFiles<'_>>,
+) -> Result<Option<Client>, ConfigError> {
     let provider = super::provider();
     let verifier: Arc<dyn ServerCertVerifier> = match backend.tls {
         BackendTls::Disable => return Ok(None),
@@ -46,7 +76,7 @@ pub fn client_config(
             }
         }
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::Invalid {
             path: "-".into(),
@@ -54,9 +84,50 @@ pub fn client_config(
             message: e.to_string(),
         })?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Some(Arc::new(config)))
+        .with_custom_certificate_verifier(verifier);
+    let Some(files) = client_cert else {
+        return Ok(Some(Client {
+            config: Arc::new(builder.with_no_client_auth()),
+            cert: None,
+        }));
+    };
+    let cert_key = format!("{}.client_cert", files.owner);
+    let key_key = format!("{}.client_key", files.owner);
+    let chain = super::load_certs(&cert_key, files.cert)?;
+    let loaded = describe(&cert_key, files.cert, &chain[0])?;
+    let key = super::load_key(&key_key, files.key)?;
+    let config = builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| ConfigError::File {
+            key: key_key,
+            path: files.key.to_owned(),
+            message: format!("does not fit {cert_key}: {e}"),
+        })?;
+    Ok(Some(Client {
+        config: Arc::new(config),
+        cert: Some(loaded),
+    }))
+}
+
+/// The CN and expiry of a client certificate.
+fn describe(key: &str, path: &Path, cert: &CertificateDer<'_>) -> Result<ClientCert, ConfigError> {
+    let (_, parsed) = X509Certificate::from_der(cert).map_err(|e| ConfigError::File {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let cn = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Ok(ClientCert {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        cn,
+        not_after: parsed.validity().not_after.timestamp(),
+    })
 }
 
 /// The `tls-server-end-point` channel binding data (RFC 5929) for a server certificate: its

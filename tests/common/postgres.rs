@@ -86,19 +86,37 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// How a cluster differs from the default one.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// The whole pg_hba.conf, in place of a line per role of [`ROLES`] and scram for the rest.
+    pub hba: Option<&'a str>,
+    /// The CA bundle client certificates are checked against (`ssl_ca_file`), in place of the
+    /// dev PKI's CA.
+    pub client_ca: Option<&'a Path>,
+    /// Copy this cluster (pg_basebackup) and run as its hot standby, instead of initdb.
+    pub primary: Option<&'a Cluster>,
+}
+
 impl Cluster {
     /// Starts a cluster whose server certificate, key and CA come from `pki`.
     pub fn start(pki: &Path) -> Cluster {
-        Cluster::make(pki, None)
+        Cluster::start_with(pki, Setup::default())
     }
 
     /// Starts a hot standby of this cluster (streaming replication): the same roles and
     /// passwords, read-only.
     pub fn start_replica(&self, pki: &Path) -> Cluster {
-        Cluster::make(pki, Some(self))
+        let setup = Setup {
+            primary: Some(self),
+            ..Setup::default()
+        };
+        Cluster::start_with(pki, setup)
     }
 
-    fn make(pki: &Path, primary: Option<&Cluster>) -> Cluster {
+    /// Starts a cluster as [`Cluster::start`] does, with the differences `setup` names.
+    pub fn start_with(pki: &Path, setup: Setup<'_>) -> Cluster {
+        let primary = setup.primary;
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("pgvalet-test-pg-")
@@ -110,12 +128,15 @@ impl Cluster {
         let socket_dir = dir.join("run");
         std::fs::create_dir_all(&socket_dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
-        for (name, target) in [
-            ("postgres.crt", "server.crt"),
-            ("postgres.key", "server.key"),
-            ("ca.crt", "ca.crt"),
+        let client_ca = setup
+            .client_ca
+            .map_or_else(|| pki.join("ca.crt"), Path::to_owned);
+        for (from, target) in [
+            (pki.join("postgres.crt"), "server.crt"),
+            (pki.join("postgres.key"), "server.key"),
+            (client_ca, "ca.crt"),
         ] {
-            std::fs::copy(pki.join(name), dir.join(target)).unwrap();
+            std::fs::copy(from, dir.join(target)).unwrap();
         }
         let passwords: Vec<(String, String)> = match primary {
             Some(primary) => primary.passwords.clone(),
@@ -132,7 +153,7 @@ impl Cluster {
             );
         }
         hba += "hostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n";
-        std::fs::write(dir.join("pg_hba.conf"), hba).unwrap();
+        std::fs::write(dir.join("pg_hba.conf"), setup.hba.unwrap_or(&hba)).unwrap();
 
         let mut setup = String::new();
         for (role, password) in &passwords {
