@@ -23,7 +23,7 @@ fi
 echo "cargo deny: licenses, bans and sources ok"
 
 if timeout 120 "$deny" --log-level error fetch db >/dev/null 2>&1; then
-  "$deny" --log-level error check --disable-fetch advisories
+  "$deny" --log-level error check advisories
   echo "cargo deny: advisories ok"
 else
   echo "cargo deny: ADVISORIES NOT CHECKED: the RustSec advisory database could not be fetched from this machine" >&2

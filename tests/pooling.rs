@@ -99,7 +99,8 @@ async fn settings_seen(port: u16, route: &str, params: &[(&str, &str)]) -> Vec<S
 
 /// A client's value ending in a backslash, applied on a connection that a client left with
 /// `standard_conforming_strings` off: the backslash once escaped the closing quote of the
-/// literal pgvalet wrote, and the session failed to start.
+/// literal pgvalet wrote, the settings failed to apply and the connection was thrown away (a
+/// value made for it could have run SQL of its own in pgvalet's settings query).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_settings_are_quoted_whatever_the_connection_quotes_with() {
     let proxy = Proxy::start_with("", ROUTES).await;

@@ -89,7 +89,9 @@ fn check_readers(tag: u8, body: &[u8]) {
         b'E' | b'N' => {
             let fields = backend::error_fields(body);
             let _ = backend::field(&fields, b'C');
-            if std::str::from_utf8(body).is_ok() {
+            // Field texts are read as UTF-8 one by one (lossily); in an ASCII body each is
+            // exactly its bytes. (A UTF-8 body may still split a character at a field code.)
+            if body.is_ascii() {
                 let mut again = Vec::new();
                 for (code, text) in &fields {
                     again.push(*code);
