@@ -10,7 +10,7 @@ VENV_READY := $(VENV)/.installed
 # node-postgres for the Node.js driver tests, pinned by tests/drivers/package-lock.json.
 NODE_READY := tests/drivers/node_modules/.installed
 
-.PHONY: run run-aws test test-containers deps venv node-deps build certs check clean-dev
+.PHONY: run run-aws run-rds test test-containers fuzz deps venv node-deps build certs check clean-dev
 
 ## make run: build (release: what you would deploy), make the dev PKI if missing, start a
 ## throwaway Postgres and pgvalet.
@@ -21,10 +21,17 @@ run: deps build certs
 run-aws: deps venv build certs
 	@scripts/run-dev.sh aws
 
-## make test: install what is missing, then format check, clippy and every test.
+## make run-rds: standing in for RDS Proxy: run-aws plus a hot standby, IAM auth tokens and a
+## read-only endpoint (config/dev-rds.toml); prints a boto3 one-liner that connects as an app does.
+run-rds: deps venv build certs
+	@scripts/run-dev.sh rds
+
+## make test: install what is missing, then format check, clippy, cargo deny (deny.toml) and
+## every test.
 test: deps venv node-deps certs
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@scripts/deny.sh
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
@@ -33,6 +40,11 @@ test: deps venv node-deps certs
 ## Docker engine (installed and started when missing; scripts/test-containers.sh).
 test-containers: deps venv
 	@scripts/test-containers.sh
+
+## make fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, on the nightly toolchain,
+## from the seeds in fuzz/seeds (scripts/fuzz.sh; docs/security.md says what each one checks).
+fuzz:
+	@scripts/fuzz.sh
 
 deps:
 	@scripts/install-deps.sh
@@ -58,7 +70,7 @@ build:
 
 # The dev PKI generator builds with the profile of the target that asks for it: release for
 # run/run-aws/check (sharing make build's dependencies), debug for test (sharing cargo test's).
-run run-aws check: DEVPKI_PROFILE := --release
+run run-aws run-rds check: DEVPKI_PROFILE := --release
 
 certs: $(CERTS)
 

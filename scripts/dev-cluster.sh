@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The throwaway Postgres behind `make run`: `start` (re)creates roles and passwords and starts
-# it on 127.0.0.1:55432 with TLS and SCRAM; `stop` stops it.
+# it on 127.0.0.1:55432 with TLS and SCRAM; `replica` (for `make run-rds`) adds a hot standby of
+# it on 127.0.0.1:55433, copied afresh; `stop` stops both.
 #
 # The cluster lives in a directory of its own under /tmp, reachable by the `postgres` user
 # whatever the permissions of the checkout, and target/dev links to it:
-#   target/dev/pgdata    data directory
+#   target/dev/pgdata    data directory (target/dev/replica: the standby's)
 #   target/dev/run       unix socket (superuser `postgres`, trust, socket only)
 #   target/dev/secrets   {orders,billing}.json, the credentials pgvalet reads
 set -euo pipefail
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
 
 PORT=${PGVALET_DEV_PG_PORT:-55432}
+REPLICA_PORT=$((PORT + 1))
 BIN=$(pg_bindir)
 DEV=/tmp/pgvalet-dev-$(pwd | sha256sum | cut -c1-12)
 
@@ -23,14 +25,39 @@ link_dev_dir() {
 }
 
 running() {
-  [ -f "$DEV/pgdata/postmaster.pid" ] && as_pg "$BIN/pg_ctl" -D "$DEV/pgdata" status >/dev/null 2>&1
+  [ -f "$DEV/$1/postmaster.pid" ] && as_pg "$BIN/pg_ctl" -D "$DEV/$1" status >/dev/null 2>&1
 }
 
 stop() {
-  if running; then
+  if running replica; then
+    as_pg "$BIN/pg_ctl" -D "$DEV/replica" -m fast -w stop >/dev/null
+    echo "stopped the development standby"
+  fi
+  if running pgdata; then
     as_pg "$BIN/pg_ctl" -D "$DEV/pgdata" -m fast -w stop >/dev/null
     echo "stopped the development Postgres"
   fi
+}
+
+# The options both servers start with; $1 is the port.
+server_options() {
+  echo "-c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$DEV/run \
+    -c ssl=on -c ssl_cert_file=$DEV/tls/server.crt -c ssl_key_file=$DEV/tls/server.key \
+    -c ssl_ca_file=$DEV/tls/ca.crt -c password_encryption=scram-sha-256"
+}
+
+replica() {
+  running pgdata || { echo "start the development Postgres first" >&2; exit 1; }
+  if running replica; then as_pg "$BIN/pg_ctl" -D "$DEV/replica" -m fast -w stop >/dev/null; fi
+  rm -rf "$DEV/replica"
+  mkdir -p "$DEV/replica"
+  give_pg "$DEV/replica"
+  as_pg "$BIN/pg_basebackup" -D "$DEV/replica" -h "$DEV/run" -p "$PORT" -U postgres -R -X stream -c fast \
+    >"$DEV/log/basebackup.log" 2>&1 || { cat "$DEV/log/basebackup.log" >&2; exit 1; }
+  as_pg chmod 700 "$DEV/replica"
+  as_pg "$BIN/pg_ctl" -D "$DEV/replica" -l "$DEV/log/replica.log" -w -t 30 start \
+    -o "$(server_options "$REPLICA_PORT")" >/dev/null || { tail -n 20 "$DEV/log/replica.log" >&2; exit 1; }
+  echo "development standby on 127.0.0.1:$REPLICA_PORT (log target/dev/log/replica.log)"
 }
 
 start() {
@@ -51,15 +78,13 @@ start() {
   cat >"$DEV/pgdata/pg_hba.conf" <<HBA
 # Superuser over the unix socket only; services over TLS with SCRAM; nothing in plaintext.
 local     all  postgres                trust
+local     replication  postgres        trust
 hostssl   all  all       127.0.0.1/32  scram-sha-256
 hostssl   all  all       ::1/128       scram-sha-256
 HBA
   give_pg "$DEV/run" "$DEV/tls" "$DEV/log" "$DEV/pgdata"
-  as_pg "$BIN/pg_ctl" -D "$DEV/pgdata" -l "$DEV/log/postgres.log" -w -t 30 start -o "\
-    -c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$DEV/run \
-    -c ssl=on -c ssl_cert_file=$DEV/tls/server.crt -c ssl_key_file=$DEV/tls/server.key \
-    -c ssl_ca_file=$DEV/tls/ca.crt -c password_encryption=scram-sha-256" >/dev/null \
-    || { tail -n 20 "$DEV/log/postgres.log" >&2; exit 1; }
+  as_pg "$BIN/pg_ctl" -D "$DEV/pgdata" -l "$DEV/log/postgres.log" -w -t 30 start \
+    -o "$(server_options "$PORT")" >/dev/null || { tail -n 20 "$DEV/log/postgres.log" >&2; exit 1; }
 
   mkdir -p "$DEV/secrets"
   chmod 700 "$DEV/secrets"
@@ -80,6 +105,7 @@ SQL
 
 case "${1:-start}" in
   start) start ;;
+  replica) replica ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|replica|stop" >&2; exit 2 ;;
 esac

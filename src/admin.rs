@@ -34,7 +34,7 @@ pub struct Health {
     /// Backend name → `None` when reachable, or why not. Empty until the first round.
     backends: Mutex<Option<BTreeMap<String, Option<String>>>>,
     /// Pools that had gauges at the last scrape, so a pool that went away reads 0.
-    exported_pools: Mutex<BTreeSet<(String, String)>>,
+    exported_pools: Mutex<BTreeSet<(String, String, String)>>,
 }
 
 impl Health {
@@ -146,7 +146,11 @@ fn render(state: &State, health: &Health) -> String {
     let mut exported = lock(&health.exported_pools);
     let mut now_exported = BTreeSet::new();
     for pool in state.pools.all() {
-        let key = (pool.route().to_owned(), pool.database().to_owned());
+        let key = (
+            pool.route().to_owned(),
+            pool.database().to_owned(),
+            pool.backend(),
+        );
         let stats = pool.stats();
         set_pool_gauges(&key, stats.idle, stats.active, stats.waiting);
         now_exported.insert(key);
@@ -162,16 +166,16 @@ fn render(state: &State, health: &Health) -> String {
 }
 
 fn set_pool_gauges(
-    (route, database): &(String, String),
+    (route, database, backend): &(String, String, String),
     idle: usize,
     active: usize,
     waiting: usize,
 ) {
     for (state, n) in [("idle", idle), ("active", active)] {
-        ::metrics::gauge!(metrics::POOL_CONNECTIONS, "route" => route.clone(), "database" => database.clone(), "state" => state)
+        ::metrics::gauge!(metrics::POOL_CONNECTIONS, "route" => route.clone(), "database" => database.clone(), "backend" => backend.clone(), "state" => state)
             .set(n as f64);
     }
-    ::metrics::gauge!(metrics::POOL_WAITERS, "route" => route.clone(), "database" => database.clone())
+    ::metrics::gauge!(metrics::POOL_WAITERS, "route" => route.clone(), "database" => database.clone(), "backend" => backend.clone())
         .set(waiting as f64);
 }
 

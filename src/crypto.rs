@@ -5,6 +5,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// HMAC-SHA-256 of the concatenation of `parts` under `key`.
+#[allow(
+    clippy::expect_used,
+    reason = "HMAC pads or hashes a key of any length: new_from_slice cannot fail for it"
+)]
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     for part in parts {

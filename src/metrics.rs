@@ -17,15 +17,15 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Client connections by `state`: handshake, waiting (for a backend connection), active
 /// (holding one), idle (transaction mode, between transactions).
 pub const CLIENT_CONNECTIONS: &str = "pgvalet_client_connections";
-/// Handshakes by `outcome`: `ok`, or the refusal kind (tls_failed, no_cert, cidr_denied,
-/// route_denied, auth_failed, timeout, protocol_error, …).
+/// Handshakes by `outcome` (`ok`, or the refusal kind: tls_failed, no_cert, cidr_denied,
+/// route_denied, auth_failed, timeout, protocol_error, …) and `endpoint`.
 pub const HANDSHAKES: &str = "pgvalet_handshakes_total";
 pub const HANDSHAKE_SECONDS: &str = "pgvalet_handshake_duration_seconds";
 /// Backend logins by `backend` and `outcome` (ok, failed).
 pub const BACKEND_CONNECTS: &str = "pgvalet_backend_connects_total";
 /// Whether the last reachability check of each `backend` connected (1) or not (0).
 pub const BACKEND_REACHABLE: &str = "pgvalet_backend_reachable";
-/// Pool connections by `route`, `database` and `state` (idle, active).
+/// Pool connections by `route`, `database`, `backend` and `state` (idle, active).
 pub const POOL_CONNECTIONS: &str = "pgvalet_pool_connections";
 pub const POOL_WAITERS: &str = "pgvalet_pool_waiters";
 pub const POOL_BORROW_SECONDS: &str = "pgvalet_pool_borrow_wait_seconds";
@@ -51,6 +51,15 @@ pub const ROTATIONS: &str = "pgvalet_secret_rotations_total";
 pub const CERT_EXPIRY: &str = "pgvalet_certificate_expiry_seconds";
 /// Configuration reloads by `outcome` (ok, failed).
 pub const CONFIG_RELOADS: &str = "pgvalet_config_reloads_total";
+/// Sessions started, by `endpoint`, `route` and the `backend` that serves them.
+pub const ENDPOINT_SESSIONS: &str = "pgvalet_endpoint_sessions_total";
+/// Sessions of a read-only endpoint served by the writer (no reader in rotation), read-only,
+/// by `endpoint` and `route`.
+pub const READ_ONLY_FALLBACKS: &str = "pgvalet_read_only_fallbacks_total";
+/// Whether each reader `backend` is in the rotation (1) or out of it (0).
+pub const READER_UP: &str = "pgvalet_reader_in_rotation";
+/// Sessions on each reader `backend` now.
+pub const READER_SESSIONS: &str = "pgvalet_reader_sessions";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -59,6 +68,10 @@ const SECONDS_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.
+#[allow(
+    clippy::expect_used,
+    reason = "at start-up: a fixed, non-empty bucket list is accepted"
+)]
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -126,11 +139,21 @@ fn describe() {
         "Seconds until the certificate expires."
     );
     describe_counter!(CONFIG_RELOADS, "Configuration reloads by outcome.");
+    describe_counter!(
+        ENDPOINT_SESSIONS,
+        "Sessions started by endpoint, route and backend."
+    );
+    describe_counter!(
+        READ_ONLY_FALLBACKS,
+        "Read-only endpoint sessions served read-only by the writer."
+    );
+    describe_gauge!(READER_UP, "1 while the reader is in the rotation.");
+    describe_gauge!(READER_SESSIONS, "Sessions on the reader now.");
 }
 
 /// Counts a handshake's end, `ok` or a refusal kind, and how long it took.
-pub fn handshake(outcome: &'static str, took: Duration) {
-    counter!(HANDSHAKES, "outcome" => outcome).increment(1);
+pub fn handshake(endpoint: &'static str, outcome: &'static str, took: Duration) {
+    counter!(HANDSHAKES, "outcome" => outcome, "endpoint" => endpoint).increment(1);
     metrics::histogram!(HANDSHAKE_SECONDS).record(took.as_secs_f64());
 }
 
@@ -151,6 +174,23 @@ pub fn rotation(credentials: &str) {
 
 pub fn cancel(outcome: &'static str) {
     counter!(CANCELS, "outcome" => outcome).increment(1);
+}
+
+pub fn endpoint_session(endpoint: &'static str, route: &str, backend: &str) {
+    counter!(ENDPOINT_SESSIONS, "endpoint" => endpoint, "route" => route.to_owned(), "backend" => backend.to_owned())
+        .increment(1);
+}
+
+pub fn read_only_fallback(endpoint: &'static str, route: &str) {
+    counter!(READ_ONLY_FALLBACKS, "endpoint" => endpoint, "route" => route.to_owned()).increment(1);
+}
+
+pub fn reader_up(backend: &str, up: bool) {
+    metrics::gauge!(READER_UP, "backend" => backend.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn reader_sessions(backend: &str, sessions: usize) {
+    metrics::gauge!(READER_SESSIONS, "backend" => backend.to_owned()).set(sessions as f64);
 }
 
 pub fn config_reload(ok: bool) {

@@ -79,9 +79,10 @@ fn v2(buf: &[u8]) -> Result<Peek, Invalid> {
             }
             0x21 => {
                 let a = body
-                    .get(..36)
+                    .first_chunk::<36>()
                     .ok_or(Invalid("PROXY v2 IPv6 addresses cut short"))?;
-                let octets: [u8; 16] = a[..16].try_into().expect("sixteen bytes");
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(&a[..16]);
                 Some(SocketAddr::new(
                     IpAddr::V6(Ipv6Addr::from(octets)),
                     u16::from_be_bytes([a[32], a[33]]),

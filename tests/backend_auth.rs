@@ -267,6 +267,7 @@ async fn a_client_certificate_is_the_whole_backend_login() {
         Setup {
             hba: Some(hba),
             client_ca: Some(&d.join("db-clients-ca.crt")),
+            ..Setup::default()
         },
     );
     pg.admin_sql(

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use common::clients::{Raw, error_code, error_message, psql_conninfo, startup_packet};
 use common::process::ProxyProcess;
 use common::{cluster, pki};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The endpoint name applications sign for, as they would for an RDS Proxy endpoint.
 const ENDPOINT: (&str, u16) = ("orders.proxy-test.us-east-1.rds.amazonaws.com", 5432);
@@ -65,15 +64,7 @@ async fn psql_with(port: u16, user: &str, password: &str, sslmode: &str) -> comm
 }
 
 async fn scrape(port: u16) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    tcp.read_to_string(&mut reply).await.unwrap();
-    reply
+    common::admin::get(port, "/metrics").await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,11 +181,59 @@ async fn iam_tokens_log_in_and_bad_ones_are_refused_each_with_its_reason() {
         "iam_too_long",
         "tls_required",
     ] {
-        let series = format!("pgvalet_handshakes_total{{outcome=\"{outcome}\"}}");
+        let series =
+            format!("pgvalet_handshakes_total{{outcome=\"{outcome}\",endpoint=\"default\"}}");
         assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
     }
     // And the route goes on serving.
     let again = psql_with(proxy.port, "orders_iam", &good, "verify-full").await;
     assert!(again.ok, "{}", again.stderr);
     let _ = cluster();
+}
+
+/// Each endpoint checks tokens for its own name: `iam_endpoint`, or `[iam]`'s host with the
+/// endpoint's port; a token made for another endpoint is refused with both names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_for_the_endpoint_they_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ro, second) = (common::postgres::free_port(), common::postgres::free_port());
+    let ro_name = "orders-ro.endpoint.proxy-test.us-east-1.rds.amazonaws.com";
+    let endpoints = format!(
+        "\n[[endpoints]]\nname = \"ro\"\nlisten_addr = \"127.0.0.1:{ro}\"\nrole = \"read-only\"\niam_endpoint = \"{ro_name}:5432\"\n\n[[endpoints]]\nname = \"second\"\nlisten_addr = \"127.0.0.1:{second}\"\n"
+    );
+    let text = common::proxy::config_text(dir.path(), "", &format!("{IAM}{endpoints}"));
+    let proxy = ProxyProcess::start_with_env(&text, dir, &[("IAM_TEST_SECRET", "testing")])
+        .expect("pgvalet starts");
+    let (host, port) = ENDPOINT;
+    let token = |h: &str, p: u16| boto3_token(h, p, "orders_iam", "testing", "testing");
+    let conn = |to: u16, password: &str| {
+        format!(
+            "host=127.0.0.1 port={to} dbname=orders user=orders_iam password='{password}' sslmode=verify-full sslrootcert={} connect_timeout=10",
+            pki().join("ca.crt").display()
+        )
+    };
+    // The read-only endpoint under its own name (no readers here: the writer, read-only).
+    let ok = psql_conninfo(
+        &conn(ro, &token(ro_name, 5432)),
+        "show default_transaction_read_only",
+    )
+    .await;
+    assert!(ok.ok, "{}", ok.stderr);
+    assert_eq!(ok.stdout, "on");
+    let refused = psql_conninfo(&conn(ro, &token(host, port)), "select 1").await;
+    assert!(
+        refused.stderr.contains(&format!(
+            "was generated for {host}:{port}, not for this endpoint ({ro_name}:5432)"
+        )),
+        "{}",
+        refused.stderr
+    );
+    // An endpoint without iam_endpoint: [iam]'s host, its own port.
+    let ok = psql_conninfo(&conn(second, &token(host, second)), "select current_user").await;
+    assert!(ok.ok, "{}", ok.stderr);
+    let refused = psql_conninfo(&conn(second, &token(host, port)), "select 1").await;
+    assert!(!refused.ok && refused.stderr.contains("not for this endpoint"));
+    // And the default endpoint still takes its own name only.
+    let refused = psql_conninfo(&conn(proxy.port, &token(host, second)), "select 1").await;
+    assert!(!refused.ok && refused.stderr.contains("not for this endpoint"));
 }

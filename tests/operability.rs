@@ -7,52 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::admin::{get, get_until, sample, with_metrics};
 use common::clients::{Raw, error_code, psql};
 use common::process::ProxyProcess;
 use common::{cluster, pki};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` on the admin endpoint: the status code and the body.
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    tcp.read_to_string(&mut reply).await.unwrap();
-    let status = reply[9..12].parse().unwrap();
-    let body = reply.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
-}
-
-/// The value of the sample `series` (name with its labels, as rendered), 0 when absent.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Asks `path` until `accept` likes the answer, for up to 20 s.
-async fn get_until(port: u16, path: &str, accept: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get(port, path).await;
-        if accept(status, &body) || Instant::now() > deadline {
-            return (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn with_metrics(text: &str, port: u16) -> String {
-    text.replace(
-        "\n[tls]",
-        &format!("\n[metrics]\naddr = \"127.0.0.1:{port}\"\n\n[tls]"),
-    )
-}
+use tokio::io::AsyncWriteExt;
 
 fn health(config: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pgvalet"))
@@ -103,14 +62,17 @@ async fn metrics_move_with_refused_and_accepted_connections() {
     assert_eq!(status, 200);
     let moved = |series: &str| sample(&after, series) - sample(&before, series);
     assert_eq!(
-        moved(r#"pgvalet_handshakes_total{outcome="route_denied"}"#),
+        moved(r#"pgvalet_handshakes_total{outcome="route_denied",endpoint="default"}"#),
         1.0
     );
     assert_eq!(
-        moved(r#"pgvalet_handshakes_total{outcome="protocol_error"}"#),
+        moved(r#"pgvalet_handshakes_total{outcome="protocol_error",endpoint="default"}"#),
         1.0
     );
-    assert_eq!(moved(r#"pgvalet_handshakes_total{outcome="ok"}"#), 1.0);
+    assert_eq!(
+        moved(r#"pgvalet_handshakes_total{outcome="ok",endpoint="default"}"#),
+        1.0
+    );
     assert_eq!(moved(r#"pgvalet_queries_total{route="orders"}"#), 4.0);
     assert_eq!(moved(r#"pgvalet_transactions_total{route="orders"}"#), 2.0);
     assert!(moved(r#"pgvalet_bytes_total{direction="client_to_backend"}"#) > 50.0);
@@ -129,7 +91,7 @@ async fn metrics_move_with_refused_and_accepted_connections() {
     assert_eq!(
         sample(
             &after,
-            r#"pgvalet_pool_connections{route="orders",database="orders",state="idle"}"#
+            r#"pgvalet_pool_connections{route="orders",database="orders",backend="main",state="idle"}"#
         ),
         1.0,
         "{after}"
@@ -137,7 +99,7 @@ async fn metrics_move_with_refused_and_accepted_connections() {
     assert_eq!(
         sample(
             &after,
-            r#"pgvalet_pool_connections{route="orders",database="orders",state="active"}"#
+            r#"pgvalet_pool_connections{route="orders",database="orders",backend="main",state="active"}"#
         ),
         0.0
     );

@@ -97,6 +97,22 @@ async fn settings_seen(port: u16, route: &str, params: &[(&str, &str)]) -> Vec<S
     row
 }
 
+/// A client's value ending in a backslash, applied on a connection that a client left with
+/// `standard_conforming_strings` off: the backslash once escaped the closing quote of the
+/// literal pgvalet wrote, the settings failed to apply and the connection was thrown away (a
+/// value made for it could have run SQL of its own in pgvalet's settings query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_settings_are_quoted_whatever_the_connection_quotes_with() {
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let off = ("standard_conforming_strings", "off");
+    let first = settings_seen(proxy.port(), "txn", &[off]).await;
+    proxy.wait_for_pool("txn", "orders", stats(1, 0)).await;
+    let second = settings_seen(proxy.port(), "txn", &[off, ("application_name", r"x\")]).await;
+    assert_eq!(second[2], first[2], "the same backend was reused");
+    assert_eq!(second[0], r"x\");
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_settings_follow_the_client_not_the_connection() {
     let proxy = Proxy::start_with("", ROUTES).await;

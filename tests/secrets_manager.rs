@@ -512,3 +512,49 @@ async fn env_source_reads_the_process_environment() {
     };
     assert!(out.contains("environment variable ORDERS_DB_USER"), "{out}");
 }
+
+/// A Secrets Manager that accepts connections and never answers: pgvalet starts at once, the
+/// routes of other credentials are served at once, and the route that needs it gets a clear
+/// error, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secrets_manager_that_never_answers_holds_up_only_its_own_routes() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut sockets = Vec::new();
+        for s in silent.incoming().flatten() {
+            sockets.push(s);
+        }
+    });
+    let tables = format!(
+        "\n[credentials.mute]\nsource = \"aws\"\nsecret_id = \"pgvalet/test/mute\"\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\nrequire_at_start = false\n\n[[routes]]\nname = \"mute\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\nusers = [\"mute\"]\ndatabases = [\"orders\"]\nbackend = \"main\"\ncredentials = \"mute\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::proxy::config_text(dir.path(), "handshake_timeout = \"20s\"", &tables);
+    let started = std::time::Instant::now();
+    let proxy = ProxyProcess::start(&text, dir).expect("pgvalet did not start");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the start waited {:?} for the silent source",
+        started.elapsed()
+    );
+    let port = proxy.port;
+    let mute = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = pg_connect(port, "orders", "mute", "orders").await;
+        (result.err(), started.elapsed())
+    });
+    let started = std::time::Instant::now();
+    let other = pg_connect(port, "orders", "orders", "orders")
+        .await
+        .unwrap();
+    other.batch_execute("select 1").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (err, took) = mute.await.unwrap();
+    let err = err.expect("the mute route logged in without credentials");
+    assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err:?}");
+    let message = err.as_db_error().unwrap().message().to_owned();
+    assert!(message.contains("no answer within 10s"), "{message}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    drop(held);
+}

@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     match &whole {
         Ok(Peek::Header { len, .. }) => {
             assert!(*len <= data.len(), "header longer than the input");
-            assert_eq!(peek(&data[..*len]), whole, "the header alone reads the same");
+            assert_eq!(
+                peek(&data[..*len]),
+                whole,
+                "the header alone reads the same"
+            );
             for cut in 0..*len {
                 match peek(&data[..cut]) {
                     Ok(Peek::Incomplete) => {}
@@ -23,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Peek::Incomplete) => {
             for cut in 1..data.len() {
-                assert_eq!(peek(&data[..cut]), Ok(Peek::Incomplete), "prefix {cut} of an incomplete header");
+                assert_eq!(
+                    peek(&data[..cut]),
+                    Ok(Peek::Incomplete),
+                    "prefix {cut} of an incomplete header"
+                );
             }
         }
         Ok(Peek::Absent) | Err(_) => {}

@@ -98,7 +98,7 @@ impl ClientSettings {
         for (name, value) in want.iter() {
             if self.get(name) != Some(value) {
                 sql += &format!(
-                    "SELECT pg_catalog.set_config('{}', '{}', false);",
+                    "SELECT pg_catalog.set_config({}, {}, false);",
                     literal(name),
                     literal(value)
                 );
@@ -119,9 +119,19 @@ fn cmp_names(a: &str, b: &str) -> Ordering {
         .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
-/// The text of a standard-conforming string literal (quotes doubled).
+/// `text` as a dollar-quoted string literal, with a tag the text does not contain. A literal in
+/// single quotes would not do: a client may turn `standard_conforming_strings` off on the
+/// connection, and a backslash in its own value would then escape the closing quote. Dollar
+/// quotes have no escapes, and no multi-byte character of any client encoding ends in `$`.
 fn literal(text: &str) -> String {
-    text.replace('\'', "''")
+    let mut tag = "$pgv$".to_owned();
+    let mut n = 0;
+    // The literal ends at the first tag after the opening one.
+    while format!("{text}{tag}").find(&tag) != Some(text.len()) {
+        n += 1;
+        tag = format!("$pgv{n}$");
+    }
+    format!("{tag}{text}{tag}")
 }
 
 /// `-c name=value`, `-cname=value` and `--name=value` switches, split as Postgres splits the
@@ -245,8 +255,21 @@ mod tests {
         want.set("application_name", "it's");
         assert_eq!(
             had.change_to(&want),
-            "SELECT pg_catalog.set_config('application_name', 'it''s', false);RESET \"work_mem\";"
+            "SELECT pg_catalog.set_config($pgv$application_name$pgv$, $pgv$it's$pgv$, false);RESET \"work_mem\";"
         );
         assert_eq!(want.change_to(&want), "");
+    }
+
+    #[test]
+    fn literals_read_the_same_whatever_the_connection_quotes_with() {
+        // With standard_conforming_strings off, 'a\' would escape its closing quote.
+        assert_eq!(literal("a\\"), "$pgv$a\\$pgv$");
+        assert_eq!(literal("x$pgv$y"), "$pgv1$x$pgv$y$pgv1$");
+        assert_eq!(
+            literal("x$pgv"),
+            "$pgv1$x$pgv$pgv1$",
+            "no tag where text and tag meet"
+        );
+        assert_eq!(literal(""), "$pgv$$pgv$");
     }
 }

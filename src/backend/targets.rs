@@ -84,6 +84,11 @@ impl Targets {
             .or_else(|| self.backends.get(&route.backend))
     }
 
+    /// The backend of the `[backends.NAME]` table, as its own table says (a reader, say).
+    pub fn backend(&self, name: &str) -> Option<&Arc<Target>> {
+        self.backends.get(name)
+    }
+
     /// Every client certificate loaded, each once, in key order.
     pub fn client_certs(&self) -> Vec<&ClientCert> {
         let mut certs: Vec<&ClientCert> = self

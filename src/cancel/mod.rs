@@ -143,11 +143,7 @@ impl Registry {
 /// until the peer closes the connection (once it has acted on the request).
 pub async fn forward_to_peer(addr: std::net::SocketAddr, key: &CancelKey) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut packet = Vec::with_capacity(12 + key.secret.len());
-    packet.extend_from_slice(&((12 + key.secret.len()) as u32).to_be_bytes());
-    packet.extend_from_slice(&80_877_102u32.to_be_bytes());
-    packet.extend_from_slice(&key.pid.to_be_bytes());
-    packet.extend_from_slice(&key.secret);
+    let packet = request_packet(key);
     let send = async {
         let mut tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.write_all(&packet).await?;
@@ -158,6 +154,16 @@ pub async fn forward_to_peer(addr: std::net::SocketAddr, key: &CancelKey) -> std
     tokio::time::timeout(std::time::Duration::from_secs(5), send)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// A CancelRequest packet carrying `key`, as a client sends it.
+pub fn request_packet(key: &CancelKey) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(12 + key.secret.len());
+    packet.extend_from_slice(&((12 + key.secret.len()) as u32).to_be_bytes());
+    packet.extend_from_slice(&80_877_102u32.to_be_bytes());
+    packet.extend_from_slice(&key.pid.to_be_bytes());
+    packet.extend_from_slice(&key.secret);
+    packet
 }
 
 /// A session's cancel key. Dropping it withdraws the key.

@@ -37,6 +37,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "backends",
     "credentials",
     "routes",
+    "endpoints",
 ];
 
 /// One override: the variable it came from and where it goes.
@@ -85,7 +86,10 @@ fn value(raw: &str) -> Value {
 pub fn apply(doc: &mut Table, overrides: &[Override]) -> Result<(), (String, String)> {
     for o in overrides {
         let fail = |message: String| Err((o.var.clone(), message));
-        let (last, parents) = o.path.split_last().expect("split yields one part at least");
+        // A split yields one part at least.
+        let Some((last, parents)) = o.path.split_last() else {
+            continue;
+        };
         let mut here: &mut Value = doc
             .entry(parents.first().unwrap_or(last).clone())
             .or_insert_with(|| Value::Table(Table::new()));

@@ -73,6 +73,58 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialsConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// More listeners beside `listen_addr` (which is the endpoint named `default`, read/write,
+    /// serving every route), as an RDS Proxy has endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// The name of the endpoint `listen_addr` serves.
+pub const DEFAULT_ENDPOINT: &str = "default";
+
+/// An `[[endpoints]]` table: a listener of its own with a role and the routes it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Named in logs and metrics.
+    pub name: String,
+    pub listen_addr: SocketAddr,
+    /// `read-write` (default): sessions go to the route's backend. `read-only`: to one of its
+    /// `readers`, or, when none is in rotation, to the backend with every transaction read-only.
+    #[serde(default)]
+    pub role: EndpointRole,
+    /// Names of the routes served here; default: every route.
+    pub routes: Option<Vec<String>>,
+    /// `host:port` that IAM tokens sent here are made for (as an RDS Proxy endpoint's own
+    /// name); default: `[iam] endpoint`'s host with this endpoint's port.
+    pub iam_endpoint: Option<String>,
+}
+
+impl EndpointConfig {
+    /// Whether this endpoint serves `route`.
+    pub fn serves(&self, route: &str) -> bool {
+        self.routes
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == route))
+    }
+}
+
+/// What an endpoint's sessions may do, as RDS Proxy's endpoint target roles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointRole {
+    #[default]
+    ReadWrite,
+    ReadOnly,
+}
+
+impl EndpointRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointRole::ReadWrite => "read-write",
+            EndpointRole::ReadOnly => "read-only",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -164,6 +216,14 @@ pub struct BackendConfig {
     pub server_name: Option<String>,
     #[serde(default = "defaults::connect_timeout", with = "duration_serde")]
     pub connect_timeout: Duration,
+    /// Other `[backends]` tables that are this one's read replicas (Aurora readers), where
+    /// read-only endpoints send sessions, least connections first.
+    #[serde(default)]
+    pub readers: Vec<String>,
+    /// While this backend is some backend's reader: how often it is checked (a TCP connect and
+    /// TLS handshake). One that fails leaves the rotation until a check passes again.
+    #[serde(default = "defaults::check_interval", with = "duration_serde")]
+    pub check_interval: Duration,
     /// PEM client certificate (chain) pgvalet presents in the TLS handshake, for backends whose
     /// pg_hba says `cert` (or `clientcert=verify-full`); a file or `env:NAME`.
     pub client_cert: Option<PathBuf>,
@@ -470,6 +530,9 @@ mod defaults {
         Duration::from_secs(25)
     }
     pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn check_interval() -> Duration {
         Duration::from_secs(5)
     }
     pub fn max_clients() -> usize {

@@ -207,6 +207,10 @@ fn shipped_configs_are_valid() {
             "config/dev-aws.toml",
             include_str!("../../config/dev-aws.toml"),
         ),
+        (
+            "config/dev-rds.toml",
+            include_str!("../../config/dev-rds.toml"),
+        ),
     ] {
         if let Err(e) = Config::parse(text, Path::new(name)) {
             panic!("{e}");
@@ -318,6 +322,70 @@ fn rds_proxy_names_and_defaults() {
         err.contains("routes[0].max_idle_connections_percent"),
         "{err}"
     );
+}
+
+#[test]
+fn endpoints_and_readers_are_checked() {
+    let reader = "[backends.r1]\nhost = \"127.0.0.2\"\nca = \"ca.crt\"\n";
+    let with = |main_extra: &str, tables: &str| {
+        let text = GOOD.replacen(
+            "host = \"127.0.0.1\"\n",
+            &format!("host = \"127.0.0.1\"\n{main_extra}\n"),
+            1,
+        );
+        parse(&format!("{text}{tables}"))
+    };
+    let c = with(
+        "readers = [\"r1\"]",
+        &format!(
+            "{reader}[[endpoints]]\nname = \"ro\"\nlisten_addr = \"127.0.0.1:6433\"\nrole = \"read-only\"\nroutes = [\"orders\"]\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.endpoints[0].role, EndpointRole::ReadOnly);
+    assert!(c.endpoints[0].serves("orders") && !c.endpoints[0].serves("billing"));
+    assert_eq!(c.backends["r1"].check_interval, Duration::from_secs(5));
+    let endpoint = |fields: &str| format!("[[endpoints]]\n{fields}\n");
+    for (main_extra, tables, key) in [
+        (
+            "readers = [\"nope\"]",
+            String::new(),
+            "backends.main.readers",
+        ),
+        (
+            "readers = [\"main\"]",
+            String::new(),
+            "backends.main.readers",
+        ),
+        (
+            "readers = [\"r1\"]",
+            format!("{reader}readers = [\"main\"]\n"),
+            "backends.main.readers",
+        ),
+        (
+            "",
+            format!("{reader}check_interval = 0\n"),
+            "backends.r1.check_interval",
+        ),
+        (
+            "",
+            endpoint("name = \"default\"\nlisten_addr = \"127.0.0.1:7000\""),
+            "endpoints[0].name",
+        ),
+        (
+            "",
+            endpoint("name = \"ro\"\nlisten_addr = \"127.0.0.1:6432\""),
+            "endpoints[0].listen_addr",
+        ),
+        (
+            "",
+            endpoint("name = \"ro\"\nlisten_addr = \"127.0.0.1:7000\"\nroutes = [\"nope\"]"),
+            "endpoints[0].routes",
+        ),
+    ] {
+        let err = with(main_extra, &tables).unwrap_err();
+        assert!(err.contains(key), "{main_extra} {tables}: {err}");
+    }
 }
 
 /// The backend's `ca` line in [`GOOD`] (the `[tls]` table has a `client_ca` too).

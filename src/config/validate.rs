@@ -93,6 +93,32 @@ impl Config {
             client_cert_pair(&backend.client_cert, &backend.client_key, backend.tls)
                 .map_err(|(field, message)| (key(field), message))?;
         }
+        for (name, backend) in &self.backends {
+            for reader in &backend.readers {
+                let key = format!("backends.{name}.readers");
+                match self.backends.get(reader) {
+                    None => {
+                        return fail(key, format!("\"{reader}\" is not a [backends.…] table"));
+                    }
+                    Some(_) if reader == name => {
+                        return fail(key, "names the backend itself".into());
+                    }
+                    Some(r) if !r.readers.is_empty() => {
+                        return fail(
+                            key,
+                            format!("\"{reader}\" has readers of its own; a reader cannot"),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+            if backend.check_interval.is_zero() {
+                return fail(
+                    format!("backends.{name}.check_interval"),
+                    "must be longer than 0".into(),
+                );
+            }
+        }
         for (name, credentials) in &self.credentials {
             credentials
                 .validate()
@@ -207,6 +233,47 @@ impl Config {
                         key("users"),
                         format!("{who} as user \"{user}\" is already claimed by an earlier route"),
                     );
+                }
+            }
+        }
+        self.validate_endpoints()
+    }
+
+    /// Every `[[endpoints]]` table: a name of its own and a listener of its own, serving
+    /// routes that exist.
+    fn validate_endpoints(&self) -> Result<(), (String, String)> {
+        let mut names = HashSet::from([super::DEFAULT_ENDPOINT]);
+        let mut addrs = HashSet::from([self.listen_addr]);
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let key = |field: &str| format!("endpoints[{i}].{field}");
+            if endpoint.name.is_empty() {
+                return Err((key("name"), "is empty".into()));
+            }
+            if !names.insert(endpoint.name.as_str()) {
+                return Err((
+                    key("name"),
+                    format!(
+                        "\"{}\" names two endpoints (\"{}\" is listen_addr's)",
+                        endpoint.name,
+                        super::DEFAULT_ENDPOINT
+                    ),
+                ));
+            }
+            // Port 0 (any free port) is for tests, and never clashes.
+            if endpoint.listen_addr.port() != 0 && !addrs.insert(endpoint.listen_addr) {
+                return Err((
+                    key("listen_addr"),
+                    format!("{} is already another endpoint's", endpoint.listen_addr),
+                ));
+            }
+            if let Some(iam) = &endpoint.iam_endpoint
+                && super::parse_endpoint(iam).is_none()
+            {
+                return Err((key("iam_endpoint"), format!("\"{iam}\" is not host:port")));
+            }
+            for route in endpoint.routes.iter().flatten() {
+                if !self.routes.iter().any(|r| &r.name == route) {
+                    return Err((key("routes"), format!("\"{route}\" is not a route's name")));
                 }
             }
         }

@@ -42,6 +42,10 @@ struct Connector {
 }
 
 impl Connector {
+    #[allow(
+        clippy::expect_used,
+        reason = "at start-up: ring supports rustls' default protocol versions"
+    )]
     fn new(connect_timeout: Option<Duration>, read_timeout: Option<Duration>) -> Connector {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);

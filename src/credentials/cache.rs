@@ -23,6 +23,9 @@ const MIN_ROTATION_REFETCH: Duration = Duration::from_secs(1);
 /// After a failed background refresh, the next try comes this soon (or at the refresh
 /// interval, if that is sooner).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// How long one read of a source may take: a Secrets Manager that accepts the connection and
+/// never answers must not hold the start, a refresher or a login forever.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Cache {
@@ -74,6 +77,18 @@ impl Cache {
 
     pub fn location(&self) -> String {
         self.source.location()
+    }
+
+    /// One read of the source, given up after [`FETCH_TIMEOUT`].
+    async fn fetch(&self, stage: Stage) -> Result<Option<Credentials>, CredentialsError> {
+        match tokio::time::timeout(FETCH_TIMEOUT, self.source.fetch(stage)).await {
+            Ok(result) => result,
+            Err(_) => Err(CredentialsError::Unreadable {
+                name: self.name.clone(),
+                location: self.location(),
+                detail: format!("no answer within {}s", FETCH_TIMEOUT.as_secs()),
+            }),
+        }
     }
 
     /// How old the cached value is, if there is one.
@@ -147,7 +162,7 @@ impl Cache {
         let seen = self.state().generation;
         let _reading = self.fetching.lock().await;
         if self.state().generation == seen {
-            let result = self.source.fetch(Stage::Current).await;
+            let result = self.fetch(Stage::Current).await;
             self.store(result);
         }
         let state = self.state();
@@ -233,11 +248,11 @@ impl Cache {
                 .rotation_round
                 .is_none_or(|at| at.elapsed() >= MIN_ROTATION_REFETCH);
             if due {
-                let current = self.source.fetch(Stage::Current).await;
+                let current = self.fetch(Stage::Current).await;
                 self.store(current);
                 let mut others = Vec::new();
                 for stage in [Stage::Pending, Stage::Previous] {
-                    match self.source.fetch(stage).await {
+                    match self.fetch(stage).await {
                         Ok(Some(creds)) => others.push(creds),
                         Ok(None) => {}
                         Err(e) => {

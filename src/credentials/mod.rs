@@ -100,6 +100,10 @@ pub struct Store {
 impl Store {
     /// Builds a cache per table. AWS and IAM sources share one SDK configuration (the standard
     /// credential chain: environment, profile, web identity, ECS task role, IMDS).
+    #[allow(
+        clippy::expect_used,
+        reason = "at start-up: the SDK configuration is loaded whenever a source is aws"
+    )]
     pub async fn build(config: &BTreeMap<String, CredentialsConfig>) -> Store {
         let needs_aws = config
             .values()
@@ -156,24 +160,38 @@ impl Store {
         self.caches.iter()
     }
 
-    /// Reads every table once. A table with `require_at_start` that cannot be read stops the
-    /// start; the others are logged and retried by their refresher.
+    /// Reads every table once, all at once. The start waits for the tables with
+    /// `require_at_start` (each read bounded by the cache's fetch timeout), and one that cannot
+    /// be read stops it; the others are read beside the start, logged if they fail, and retried
+    /// by their refresher, so a source that never answers holds up nothing but its own routes.
     pub async fn prime(
         &self,
         config: &BTreeMap<String, CredentialsConfig>,
     ) -> Result<(), ConfigError> {
+        let mut required = tokio::task::JoinSet::new();
         for (name, cache) in &self.caches {
-            if let Err(source) = cache.refresh().await {
-                if config.get(name).is_some_and(|c| c.require_at_start) {
-                    return Err(ConfigError::Credentials {
-                        name: name.clone(),
-                        source,
-                    });
-                }
-                tracing::warn!(credentials = %name, error = %source, "credentials not available at start; retrying in the background");
+            let (name, cache) = (name.clone(), cache.clone());
+            if config.get(&name).is_some_and(|c| c.require_at_start) {
+                required.spawn(async move { (name, cache.refresh().await) });
+            } else {
+                tokio::spawn(async move {
+                    if let Err(error) = cache.refresh().await {
+                        tracing::warn!(credentials = %name, %error, "credentials not available at start; retrying in the background");
+                    }
+                });
             }
         }
-        Ok(())
+        let mut failed = Vec::new();
+        while let Some(read) = required.join_next().await {
+            if let Ok((name, Err(source))) = read {
+                failed.push((name, source));
+            }
+        }
+        failed.sort_by(|a, b| a.0.cmp(&b.0));
+        match failed.into_iter().next() {
+            Some((name, source)) => Err(ConfigError::Credentials { name, source }),
+            None => Ok(()),
+        }
     }
 
     /// Starts one background refresher per table; they stop with `stop`.

@@ -154,13 +154,29 @@ impl Verifier {
         self.mode == IamVerify::Signature
     }
 
-    /// Checks a token `user` sent, at `now`.
+    /// Checks a token `user` sent, at `now`, to the configured endpoint.
     pub fn check(&self, text: &str, user: &str, now: SystemTime) -> Result<Checked, IamError> {
+        self.check_at(text, user, now, (&self.host, self.port))
+    }
+
+    /// The host and port tokens are made for.
+    pub fn endpoint(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// Checks a token `user` sent, at `now`, to the endpoint named `(host, port)`.
+    pub fn check_at(
+        &self,
+        text: &str,
+        user: &str,
+        now: SystemTime,
+        (host, port): (&str, u16),
+    ) -> Result<Checked, IamError> {
         let token = Token::parse(text).map_err(|e| IamError::Malformed(e.0))?;
-        if !token.host.eq_ignore_ascii_case(&self.host) || token.port != self.port {
+        if !token.host.eq_ignore_ascii_case(host) || token.port != port {
             return Err(IamError::WrongHost {
                 got: format!("{}:{}", token.host, token.port),
-                want: format!("{}:{}", self.host, self.port),
+                want: format!("{host}:{port}"),
             });
         }
         if token.db_user != user {

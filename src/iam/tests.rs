@@ -87,6 +87,10 @@ fn each_refusal_says_why() {
     let other_user = BOTO.replace("DBUser=orders_app", "DBUser=orders_apq");
     assert_eq!(kind(&other_user, "orders_apq", now), "iam_bad_signature");
     assert_eq!(kind("hunter2", "orders_app", now), "iam_malformed");
+    // Found by fuzzing: a token whose X-Amz-SignedHeaders was changed passed, since the
+    // signature is computed for the host header alone whatever the token claims.
+    let other_headers = BOTO.replace("SignedHeaders=host", "SignedHeaders=xost");
+    assert_eq!(kind(&other_headers, "orders_app", now), "iam_malformed");
     let message = v.check(BOTO, "orders_app", signed_at() + Duration::from_secs(1201));
     assert!(
         message.unwrap_err().to_string().contains("expired"),

@@ -164,6 +164,11 @@ impl Pool {
         &self.route
     }
 
+    /// The backend this pool's connections go to (the route's, or one of its readers).
+    pub fn backend(&self) -> String {
+        self.target.load().name.clone()
+    }
+
     pub fn database(&self) -> &str {
         &self.database
     }
@@ -254,7 +259,7 @@ impl Pool {
             }
             return Ok(Pooled {
                 dirty: false,
-                conn: Some(idle.conn),
+                conn: idle.conn,
                 born: idle.born,
                 pool: self.clone(),
                 _permit: permit,
@@ -264,7 +269,7 @@ impl Pool {
         conn.apply_settings(settings).await?;
         Ok(Pooled {
             dirty: false,
-            conn: Some(conn),
+            conn,
             born: Instant::now(),
             pool: self.clone(),
             _permit: permit,
@@ -395,7 +400,7 @@ impl Pool {
 /// A connection out of its pool. Give it back with [`Pooled::release`]; dropped any other way,
 /// it is closed and its slot freed.
 pub struct Pooled {
-    conn: Option<Connection>,
+    conn: Connection,
     /// The client left session state on it (transaction mode, pinned): reset before reuse.
     dirty: bool,
     born: Instant,
@@ -416,19 +421,20 @@ impl Pooled {
 
     /// Returns the connection to its pool if it is at a clean boundary (idle, nothing in
     /// flight) and young enough; in session mode the reset query runs first. Otherwise closes it.
-    pub async fn release(mut self, clean: bool) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let pool = self.pool.clone();
+    pub async fn release(self, clean: bool) {
+        // The slot (the permit) is held until the connection is back in the pool or closed.
+        let Pooled {
+            mut conn,
+            dirty,
+            born,
+            pool,
+            _permit: permit,
+        } = self;
         let now = Instant::now();
-        if !clean
-            || conn.status != b'I'
-            || now.duration_since(self.born) >= pool.settings.max_lifetime
-        {
+        if !clean || conn.status != b'I' || now.duration_since(born) >= pool.settings.max_lifetime {
             return;
         }
-        if (pool.settings.mode == PoolMode::Session || self.dirty)
+        if (pool.settings.mode == PoolMode::Session || dirty)
             && !pool.settings.reset_query.is_empty()
         {
             let reset = tokio::time::timeout(
@@ -459,34 +465,35 @@ impl Pooled {
         }
         pool.idle().push(Idle {
             conn,
-            born: self.born,
+            born,
             since: now,
         });
+        drop(permit);
     }
 }
 
 impl Deref for Pooled {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn
-            .as_ref()
-            .expect("a Pooled holds its connection until released")
+        &self.conn
     }
 }
 
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.conn
-            .as_mut()
-            .expect("a Pooled holds its connection until released")
+        &mut self.conn
     }
 }
 
-/// Every pool, made on first use per (route, database).
+/// Every pool, made on first use per (route, database, backend): a route's pools are on its
+/// backend, and on the backend's readers for read-only endpoints.
 pub struct Pools {
     store: Arc<Store>,
-    pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
+
+/// (route, database, backend).
+type PoolKey = (String, String, String);
 
 impl Pools {
     pub fn new(store: Arc<Store>) -> Pools {
@@ -496,13 +503,15 @@ impl Pools {
         }
     }
 
-    fn pools(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Pool>>> {
+    fn pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<Pool>>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The pool of `route` for `database`.
+    /// The pool of `route` for `database` on `target`: the route's backend, or one of its
+    /// readers (named `route/database@reader`, and always at the reader's own address).
     pub fn get(&self, route: &RouteConfig, target: &Arc<Target>, database: &str) -> Arc<Pool> {
-        let key = (route.name.clone(), database.to_owned());
+        let on_reader = target.name != route.backend;
+        let key = (route.name.clone(), database.to_owned(), target.name.clone());
         let initial = match route.pool_size() {
             PoolSize::Fixed(n) => n,
             PoolSize::Percent(_) => 1,
@@ -511,12 +520,16 @@ impl Pools {
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Pool {
-                    name: format!("{}/{}", route.name, database),
+                    name: if on_reader {
+                        format!("{}/{}@{}", route.name, database, target.name)
+                    } else {
+                        format!("{}/{}", route.name, database)
+                    },
                     route: route.name.clone(),
                     settings: Settings::from_route(route),
                     target: arc_swap::ArcSwap::new(target.clone()),
                     credentials: route.credentials.clone(),
-                    use_secret_address: route.use_secret_address,
+                    use_secret_address: route.use_secret_address && !on_reader,
                     database: database.to_owned(),
                     store: self.store.clone(),
                     slots: Arc::new(Semaphore::new(initial)),
@@ -546,14 +559,16 @@ impl Pools {
         self.pools().values().cloned().collect()
     }
 
-    /// Takes over the pools of `old` for which `keep(route, database)` gives the backend to
-    /// use from now on; the others stay with the sessions that hold them and close with them.
-    pub fn adopt(&self, old: &Pools, keep: impl Fn(&str, &str) -> Option<Arc<Target>>) {
+    /// Takes over the pools of `old` for which `keep(route, database, backend)` gives the
+    /// backend to use from now on; the others stay with the sessions that hold them and close
+    /// with them.
+    pub fn adopt(&self, old: &Pools, keep: impl Fn(&str, &str, &str) -> Option<Arc<Target>>) {
         let mut pools = self.pools();
-        for ((route, database), pool) in old.pools().iter() {
-            if let Some(target) = keep(route, database) {
+        for (key, pool) in old.pools().iter() {
+            let (route, database, backend) = key;
+            if let Some(target) = keep(route, database, backend) {
                 pool.target.store(target);
-                pools.insert((route.clone(), database.clone()), pool.clone());
+                pools.insert(key.clone(), pool.clone());
             }
         }
     }

@@ -9,12 +9,13 @@ use crate::protocol::frame;
 /// AuthenticationCleartextPassword.
 const ASK_PASSWORD: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 3];
 
-/// Asks for the token, reads it and checks it for `user`. AuthenticationOk comes with the
-/// greeting.
+/// Asks for the token, reads it and checks it for `user` at `endpoint` (host, port).
+/// AuthenticationOk comes with the greeting.
 pub async fn authenticate<S>(
     stream: &mut S,
     user: &str,
     verifier: &Verifier,
+    endpoint: (&str, u16),
 ) -> Result<Checked, IamError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -40,5 +41,5 @@ where
     };
     let text = body.strip_suffix(&[0]).unwrap_or(&body);
     let text = std::str::from_utf8(text).map_err(|_| IamError::Malformed("it is not UTF-8"))?;
-    verifier.check(text, user, std::time::SystemTime::now())
+    verifier.check_at(text, user, std::time::SystemTime::now(), endpoint)
 }

@@ -3,11 +3,14 @@
 
 mod database_ddl;
 pub mod frontdoor;
+#[doc(hidden)]
+pub mod fuzzing;
 mod iam;
 mod in_flight;
 mod lexer;
 pub mod password;
 mod pinning;
+mod placement;
 mod relay;
 mod relay_io;
 mod relay_sql;
@@ -36,10 +39,11 @@ use frontdoor::{Arrival, Client};
 /// How long closing a cancel connection's TLS session may take.
 const CANCEL_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Serves one accepted TCP connection until it ends.
+/// Serves one connection accepted on `endpoint` until it ends.
 pub async fn serve(
     mut tcp: TcpStream,
     peer: SocketAddr,
+    endpoint: &'static str,
     state: Arc<State>,
     cancels: Arc<Registry>,
     life: Lifecycle,
@@ -51,17 +55,18 @@ pub async fn serve(
     // The client's own address: the socket's, or what a trusted load balancer says it is.
     let peer = match client_address(&mut tcp, peer, &state.config, deadline).await {
         Ok(addr) => addr,
-        Err(e) => return log_refusal(started, peer, None, &e),
+        Err(e) => return log_refusal(started, endpoint, peer, None, &e),
     };
     let arrival = tokio::select! {
         arrival = frontdoor::accept(tcp, &state.tls, deadline) => arrival,
         () = life.drain.cancelled() => return,
     };
     match arrival {
-        Err(e) => log_refusal(started, peer, None, &e),
+        Err(e) => log_refusal(started, endpoint, peer, None, &e),
         Ok(Arrival::Cancel(key, tls)) => cancel_request(key, tls, peer, &state, &cancels).await,
         Ok(Arrival::Client(client)) => {
             let at = Start {
+                endpoint,
                 peer,
                 local,
                 deadline,
@@ -112,6 +117,7 @@ async fn cancel_request(
 
 /// Where and when a client arrived.
 struct Start {
+    endpoint: &'static str,
     peer: SocketAddr,
     /// This instance's address as the client reached it.
     local: Option<std::net::IpAddr>,
@@ -128,6 +134,7 @@ async fn session(
     client_state: &mut ClientState,
 ) {
     let Start {
+        endpoint,
         peer,
         local,
         deadline,
@@ -144,11 +151,11 @@ async fn session(
         database: &client.database,
         source: peer.ip(),
     };
-    let route = match authz::route(&state.config.routes, &request) {
+    let route = match authz::route(state.routes_of(endpoint), &request) {
         Ok(route) => route,
         Err(denied) => {
             let e = frontdoor::reject(&mut client.tls, denied).await;
-            return log_refusal(started, peer, Some(&identity), &e);
+            return log_refusal(started, endpoint, peer, Some(&identity), &e);
         }
     };
     if route.auth.needs_password() {
@@ -173,7 +180,7 @@ async fn session(
         };
         if let Err(e) = outcome {
             let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(started, peer, Some(&identity), &e);
+            return log_refusal(started, endpoint, peer, Some(&identity), &e);
         }
     }
     if route.auth == AuthMode::Iam {
@@ -181,7 +188,8 @@ async fn session(
             tracing::error!(route = %route.name, "an iam route without an [iam] verifier");
             return;
         };
-        let checked = iam::authenticate(&mut client.tls, &client.user, verifier);
+        let (host, port) = state.iam_endpoint_of(endpoint, verifier);
+        let checked = iam::authenticate(&mut client.tls, &client.user, verifier, (host, port));
         let outcome = match tokio::time::timeout_at(deadline, checked).await {
             Ok(outcome) => outcome,
             Err(_) => Err(crate::iam::IamError::Io(
@@ -203,7 +211,7 @@ async fn session(
             }
             Err(e) => {
                 let e = frontdoor::reject(&mut client.tls, e).await;
-                return log_refusal(started, peer, Some(&identity), &e);
+                return log_refusal(started, endpoint, peer, Some(&identity), &e);
             }
         }
     }
@@ -223,34 +231,46 @@ async fn session(
                 limit: route.max_client_conn.unwrap_or(0),
             };
             let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(started, peer, Some(&identity), &e);
+            return log_refusal(started, endpoint, peer, Some(&identity), &e);
         }
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
-    let settings = match ClientSettings::from_startup(&client.startup.params) {
+    let mut settings = match ClientSettings::from_startup(&client.startup.params) {
         Ok(settings) => settings,
         Err(bad) => {
             let e = frontdoor::reject(&mut client.tls, bad).await;
-            return log_refusal(started, peer, Some(&identity), &e);
+            return log_refusal(started, endpoint, peer, Some(&identity), &e);
         }
     };
-    let pool = state.pools.get(route, &target, &client.database);
     client_state.set(ClientPhase::Waiting);
-    let borrowed = tokio::time::timeout_at(deadline, pool.borrow(&settings)).await;
-    let mut backend = match borrowed {
-        Ok(Ok(backend)) => backend,
+    let placing = placement::place(
+        &state,
+        endpoint,
+        route,
+        &target,
+        &client.database,
+        &mut settings,
+    );
+    let placed = tokio::time::timeout_at(deadline, placing).await;
+    let placement::Placed {
+        pool,
+        mut backend,
+        lease: _on_reader,
+    } = match placed {
+        Ok(Ok(placed)) => placed,
         Ok(Err(e)) => {
             let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(started, peer, Some(&identity), &e);
+            return log_refusal(started, endpoint, peer, Some(&identity), &e);
         }
         Err(_) => {
             let e = frontdoor::reject(&mut client.tls, PoolError::Timeout).await;
-            return log_refusal(started, peer, Some(&identity), &e);
+            return log_refusal(started, endpoint, peer, Some(&identity), &e);
         }
     };
     client_state.set(ClientPhase::Active);
-    crate::metrics::handshake("ok", started.elapsed());
+    crate::metrics::handshake(endpoint, "ok", started.elapsed());
+    crate::metrics::endpoint_session(endpoint, &route.name, &backend.target.name);
     // In session mode the client sees its backend's own process id, as it would direct; in
     // transaction mode its backend changes, so the id is pgvalet's.
     let ticket = cancels.issue(cancel::Wanted {
@@ -264,8 +284,8 @@ async fn session(
     ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
     let greeting = greeting(&client, &mut backend, &ticket);
     tracing::info!(
-        %peer, identity, route = %route.name, user = %client.user, database = %client.database,
-        backend = %backend.target.name, setup_ms = started.elapsed().as_millis() as u64,
+        %peer, endpoint, identity, route = %route.name, user = %client.user,
+        database = %client.database, backend = %backend.target.name, setup_ms = started.elapsed().as_millis() as u64,
         "session started"
     );
     let relay = relay::Relay {
@@ -282,7 +302,7 @@ async fn session(
     let outcome = relay::run(relay, greeting, &life).await;
     drop(ticket);
     tracing::info!(
-        %peer, identity, route = %route.name,
+        %peer, endpoint, identity, route = %route.name,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_from_client = outcome.from_client, bytes_to_client = outcome.to_client,
         reason = outcome.reason,
@@ -371,11 +391,12 @@ fn greeting(client: &Client, backend: &mut Connection, ticket: &cancel::Ticket) 
 
 fn log_refusal(
     started: Instant,
+    endpoint: &'static str,
     peer: SocketAddr,
     identity: Option<&str>,
     error: &dyn ClientError,
 ) {
-    crate::metrics::handshake(error.kind(), started.elapsed());
+    crate::metrics::handshake(endpoint, error.kind(), started.elapsed());
     if error.kind() == "client_gone" {
         // Load balancer health checks and port scans open and close without a word.
         tracing::debug!(%peer, error = %error, "connection closed before the handshake");
@@ -383,6 +404,7 @@ fn log_refusal(
     }
     tracing::info!(
         %peer,
+        endpoint,
         identity = identity.unwrap_or(""),
         reason = error.kind(),
         sqlstate = error.sqlstate().unwrap_or(""),

@@ -188,7 +188,7 @@ async fn read_sasl<S: AsyncRead + Unpin>(
 }
 
 /// SASLInitialResponse: mechanism name, then the length of the data (-1 for none) and the data.
-fn parse_initial_response(body: &[u8]) -> Result<(&str, &[u8]), PasswordError> {
+pub fn parse_initial_response(body: &[u8]) -> Result<(&str, &[u8]), PasswordError> {
     let nul = body
         .iter()
         .position(|&b| b == 0)

@@ -72,7 +72,7 @@ pub fn effect(sql: &str) -> Option<Effect> {
 }
 
 /// [`effect`] without the quick test.
-fn lexed_effect(sql: &str) -> Option<Effect> {
+pub(super) fn lexed_effect(sql: &str) -> Option<Effect> {
     let mut lexer = Lexer::new(sql);
     let mut tokens = Vec::new();
     let mut resets = false;

@@ -280,6 +280,16 @@ impl State<'_> {
                     terminate = true;
                     break;
                 }
+                Item::Begin { tag, .. } | Item::Whole { tag, .. }
+                    if transaction && !is_frontend_message(tag) =>
+                {
+                    // Postgres would end the session; a pooled backend must not see it.
+                    let mut fatal = BytesMut::new();
+                    let text = format!("invalid frontend message type {tag}");
+                    messages::error_response(&mut fatal, Severity::Fatal, "08P01", &text);
+                    let _ = self.write_client(&fatal).await;
+                    return Err("client_protocol_error");
+                }
                 _ => {}
             }
             self.attach().await?;
@@ -558,4 +568,12 @@ impl State<'_> {
         self.client.write_all(data).await?;
         self.client.flush().await
     }
+}
+
+/// The message types a client may send once logged in, as Postgres reads them.
+fn is_frontend_message(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'B' | b'C' | b'c' | b'd' | b'D' | b'E' | b'f' | b'F' | b'H' | b'P' | b'Q' | b'S' | b'X'
+    )
 }

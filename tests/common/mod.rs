@@ -2,6 +2,7 @@
 //! in-process on 127.0.0.1:0, and real clients (psql, tokio-postgres, a raw wire client).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod clients;
 pub mod moto;
 #[path = "../../examples/devpki/pki.rs"]

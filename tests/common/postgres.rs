@@ -26,6 +26,8 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     /// Password of each role in [`ROLES`].
     pub passwords: Vec<(String, String)>,
+    /// `pg_ctl start`'s `-o` options, for [`Cluster::start_server`].
+    options: String,
     watchdog: Watchdog,
 }
 
@@ -92,6 +94,8 @@ pub struct Setup<'a> {
     /// The CA bundle client certificates are checked against (`ssl_ca_file`), in place of the
     /// dev PKI's CA.
     pub client_ca: Option<&'a Path>,
+    /// Copy this cluster (pg_basebackup) and run as its hot standby, instead of initdb.
+    pub primary: Option<&'a Cluster>,
 }
 
 impl Cluster {
@@ -100,8 +104,19 @@ impl Cluster {
         Cluster::start_with(pki, Setup::default())
     }
 
+    /// Starts a hot standby of this cluster (streaming replication): the same roles and
+    /// passwords, read-only.
+    pub fn start_replica(&self, pki: &Path) -> Cluster {
+        let setup = Setup {
+            primary: Some(self),
+            ..Setup::default()
+        };
+        Cluster::start_with(pki, setup)
+    }
+
     /// Starts a cluster as [`Cluster::start`] does, with the differences `setup` names.
     pub fn start_with(pki: &Path, setup: Setup<'_>) -> Cluster {
+        let primary = setup.primary;
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("pgvalet-test-pg-")
@@ -123,12 +138,15 @@ impl Cluster {
         ] {
             std::fs::copy(from, dir.join(target)).unwrap();
         }
-        let passwords: Vec<(String, String)> = ROLES
-            .iter()
-            .map(|(r, _)| (r.to_string(), random_password()))
-            .collect();
+        let passwords: Vec<(String, String)> = match primary {
+            Some(primary) => primary.passwords.clone(),
+            None => ROLES
+                .iter()
+                .map(|(r, _)| (r.to_string(), random_password()))
+                .collect(),
+        };
 
-        let mut hba = String::from("local all all trust\n");
+        let mut hba = String::from("local all all trust\nlocal replication all trust\n");
         for (role, method) in ROLES {
             hba += &format!(
                 "hostssl all {role} 127.0.0.1/32 {method}\nhostssl all {role} ::1/128 {method}\n"
@@ -178,14 +196,41 @@ impl Cluster {
             sock = socket_dir.display(),
             dir = dir.display(),
         );
+        // A primary is made with initdb and set up; a replica is copied from its primary.
+        let (make, set_up) = match primary {
+            None => (
+                format!(
+                    "{as_pg} {bin}/initdb -D {data} -U postgres --auth=trust -N -E UTF8 --locale=C >{dir}/initdb.log 2>&1 || {{ cat {dir}/initdb.log >&2; exit 1; }}",
+                    bin = d(&bin),
+                    data = d(&data),
+                    dir = d(&dir),
+                ),
+                format!(
+                    "{as_pg} psql -X -q -v ON_ERROR_STOP=1 -h {sock} -p {port} -U postgres -d postgres -f {dir}/setup.sql >/dev/null",
+                    sock = d(&socket_dir),
+                    dir = d(&dir),
+                ),
+            ),
+            Some(primary) => (
+                format!(
+                    "{as_pg} {bin}/pg_basebackup -D {data} -h {psock} -p {pport} -U postgres -R -X stream -c fast >{dir}/basebackup.log 2>&1 || {{ cat {dir}/basebackup.log >&2; exit 1; }}; chmod 700 {data}",
+                    bin = d(&bin),
+                    data = d(&data),
+                    dir = d(&dir),
+                    psock = d(&primary.socket_dir),
+                    pport = primary.port,
+                ),
+                String::new(),
+            ),
+        };
         let script = format!(
             r#"set -e
             # Every path here is absolute, and the postgres user may not enter the checkout.
             cd /
             chmod 700 {dir}/server.key
-            {as_pg} {bin}/initdb -D {data} -U postgres --auth=trust -N -E UTF8 --locale=C >{dir}/initdb.log 2>&1 || {{ cat {dir}/initdb.log >&2; exit 1; }}
+            {make}
             {as_pg} {bin}/pg_ctl -D {data} -l {dir}/postgres.log -w -t 30 -o {options} start >/dev/null || {{ cat {dir}/postgres.log >&2; exit 1; }}
-            {as_pg} psql -X -q -v ON_ERROR_STOP=1 -h {sock} -p {port} -U postgres -d postgres -f {dir}/setup.sql >/dev/null
+            {set_up}
             echo ready
             set +e
             cat >/dev/null
@@ -194,7 +239,6 @@ impl Cluster {
             "#,
             dir = d(&dir),
             data = d(&data),
-            sock = d(&socket_dir),
             bin = d(&bin),
             options = sh_quote(&options),
         );
@@ -208,8 +252,44 @@ impl Cluster {
             dir,
             socket_dir,
             passwords,
+            options,
             watchdog,
         }
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended); the cluster stays, to start again.
+    pub fn stop_server(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server stopped by [`Cluster::stop_server`].
+    pub fn start_server(&self) {
+        let log = self.dir.join("postgres.log");
+        let log = log.display().to_string();
+        self.pg_ctl(&["-l", &log, "-w", "-t", "30", "-o", &self.options, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = bin_dir().join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        let out = cmd
+            .current_dir("/")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn password(&self, role: &str) -> &str {

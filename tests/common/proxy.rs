@@ -11,6 +11,8 @@ use super::{cluster, pki};
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The `[[endpoints]]` listeners: name and address.
+    pub endpoints: Vec<(String, SocketAddr)>,
     pub dir: tempfile::TempDir,
     /// Reloads the configuration; also gives the pools in force, to check their counts.
     pub reloader: pgvalet::server::Reloader,
@@ -159,11 +161,13 @@ impl Proxy {
             .await
             .expect("pgvalet failed to start");
         let (reloader, cancels) = (server.reloader(), server.cancels());
+        let endpoints = server.endpoint_addrs();
         let task = tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
+            endpoints,
             dir,
             reloader,
             cancels,
@@ -174,6 +178,15 @@ impl Proxy {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The port of the `[[endpoints]]` listener named `name`.
+    pub fn endpoint_port(&self, name: &str) -> u16 {
+        self.endpoints
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.port())
+            .unwrap_or_else(|| panic!("no endpoint named {name}"))
     }
 
     /// The counts of the pool of `route` for `database` (zero if it was never used).
@@ -212,4 +225,12 @@ impl Proxy {
             task.await.expect("pgvalet panicked");
         }
     }
+}
+
+/// A `[[routes]]` table for the orders service's certificate: user `name` on database `orders`
+/// through `backend` with the orders credentials, in `pool_mode`, plus `extra` lines.
+pub fn orders_route(name: &str, backend: &str, pool_mode: &str, extra: &str) -> String {
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\nidentity = \"uri:spiffe://pgvalet.dev/svc/orders\"\nusers = [\"{name}\"]\ndatabases = [\"orders\"]\nbackend = \"{backend}\"\ncredentials = \"orders\"\npool_mode = \"{pool_mode}\"\n{extra}\n"
+    )
 }

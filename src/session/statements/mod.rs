@@ -113,6 +113,17 @@ impl Default for Statements {
 }
 
 impl Statements {
+    /// A client's statements under a given session number, so that two runs over the same
+    /// messages name their statements alike (the fuzz targets compare such runs).
+    #[doc(hidden)]
+    pub fn numbered(session: u64) -> Statements {
+        Statements {
+            session,
+            next: 0,
+            by_client_name: HashMap::new(),
+        }
+    }
+
     /// Rewrites one whole client message (tag and length included) for a backend that has the
     /// server-side statements in `on_backend`, appending what to send to `out` and what the
     /// backend will owe to `expected`.

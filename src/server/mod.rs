@@ -1,6 +1,8 @@
 //! The server: everything built from a configuration ([`State`]), the background work
-//! (credential refreshers, pool housekeeping), and the accept loop with its global CIDR gate,
-//! client limit and stop that waits for every session.
+//! (credential refreshers, pool housekeeping, reader checks), the endpoints' listeners
+//! ([`accept`]), reload, and the stop that waits for every session.
+
+mod accept;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Health;
-use crate::authz::cidr_allows;
 use crate::backend::Targets;
 use crate::cancel::Registry;
-use crate::config::{Config, ProxyProtocol};
+use crate::config::{Config, DEFAULT_ENDPOINT, EndpointRole, RouteConfig};
 use crate::credentials::Store;
 use crate::error::ConfigError;
 use crate::pool::{Pools, Settings};
+use crate::readers::Readers;
 
 /// Everything built from one configuration. Sessions take a snapshot at accept and keep it,
 /// so a reload changes what new sessions see and nothing else.
@@ -38,6 +40,10 @@ pub struct State {
     pub pools: Arc<Pools>,
     /// Per-route client limits (`max_client_conn`).
     pub route_clients: HashMap<String, Arc<Semaphore>>,
+    /// The backends' readers and their standing in the rotation.
+    pub readers: Readers,
+    /// The routes of each endpoint that serves only some of them.
+    endpoint_routes: HashMap<String, Vec<RouteConfig>>,
     /// When the server certificate, the client CA and the backend client certificates expire
     /// (Unix seconds), by name, for the metrics.
     pub expiry: Vec<(String, i64)>,
@@ -101,7 +107,7 @@ impl State {
         };
         let pools = Arc::new(Pools::new(credentials.clone()));
         if let Some(old) = kept {
-            pools.adopt(&old.pools, |route, database| {
+            pools.adopt(&old.pools, |route, database, backend| {
                 let now = config.routes.iter().find(|r| r.name == route)?;
                 let then = old.config.routes.iter().find(|r| r.name == route)?;
                 let same = now.backend == then.backend
@@ -110,8 +116,20 @@ impl State {
                     && now.use_secret_address == then.use_secret_address
                     && Settings::from_route(now) == Settings::from_route(then)
                     && now.allows_database(database)
-                    && config.backends.get(&now.backend) == old.config.backends.get(&then.backend);
-                same.then(|| targets.for_route(now).cloned()).flatten()
+                    && config.backends.get(&now.backend) == old.config.backends.get(&then.backend)
+                    && config.backends.get(backend) == old.config.backends.get(backend);
+                // A pool on one of the backend's readers is kept while it is still one.
+                let on = backend == now.backend
+                    || config.backends[&now.backend]
+                        .readers
+                        .iter()
+                        .any(|r| r == backend);
+                let target = if backend == now.backend {
+                    targets.for_route(now)
+                } else {
+                    targets.backend(backend)
+                };
+                (same && on).then(|| target.cloned()).flatten()
             });
         }
         let route_clients = config
@@ -129,7 +147,24 @@ impl State {
                 Some((r.name.clone(), semaphore))
             })
             .collect();
+        let readers = Readers::build(&config, old.map(|o| &o.readers));
+        let endpoint_routes = config
+            .endpoints
+            .iter()
+            .filter(|e| e.routes.is_some())
+            .map(|e| {
+                let routes = config
+                    .routes
+                    .iter()
+                    .filter(|r| e.serves(&r.name))
+                    .cloned()
+                    .collect();
+                (e.name.clone(), routes)
+            })
+            .collect();
         Ok(State {
+            readers,
+            endpoint_routes,
             tls,
             scram,
             iam,
@@ -141,6 +176,39 @@ impl State {
             refreshers,
             config,
         })
+    }
+
+    /// The routes clients of `endpoint` may use.
+    pub fn routes_of(&self, endpoint: &str) -> &[RouteConfig] {
+        self.endpoint_routes
+            .get(endpoint)
+            .map_or(&self.config.routes, Vec::as_slice)
+    }
+
+    /// The host and port IAM tokens sent to `endpoint` are made for: `[iam] endpoint` for the
+    /// default one; for another, its `iam_endpoint`, or `[iam]`'s host with its own port.
+    pub fn iam_endpoint_of<'a>(
+        &'a self,
+        endpoint: &str,
+        verifier: &'a crate::iam::Verifier,
+    ) -> (&'a str, u16) {
+        let (host, port) = verifier.endpoint();
+        match self.config.endpoints.iter().find(|e| e.name == endpoint) {
+            None => (host, port),
+            Some(e) => match e.iam_endpoint.as_deref().and_then(|s| s.rsplit_once(':')) {
+                Some((h, p)) => (h, p.parse().unwrap_or(port)),
+                None => (host, e.listen_addr.port()),
+            },
+        }
+    }
+
+    /// What `endpoint`'s sessions may do.
+    pub fn role_of(&self, endpoint: &str) -> EndpointRole {
+        self.config
+            .endpoints
+            .iter()
+            .find(|e| e.name == endpoint)
+            .map_or(EndpointRole::ReadWrite, |e| e.role)
     }
 
     /// Creates the pools of routes with `min_idle` (for each database they name explicitly),
@@ -210,6 +278,8 @@ struct Inner {
 pub struct Server {
     inner: Arc<Inner>,
     admin: Option<TcpListener>,
+    /// The listeners of `[[endpoints]]`, bound at start (`listen_addr`'s is given to `serve`).
+    endpoints: Vec<(&'static str, TcpListener)>,
 }
 
 impl Server {
@@ -234,6 +304,20 @@ impl Server {
                 )
             }
         };
+        let mut endpoints = Vec::new();
+        for endpoint in &state.config.endpoints {
+            let listener = TcpListener::bind(endpoint.listen_addr)
+                .await
+                .map_err(|source| ConfigError::Listen {
+                    key: "endpoints.listen_addr",
+                    addr: endpoint.listen_addr,
+                    source,
+                })?;
+            // Named in every log line and metric of its sessions; endpoints are made once per
+            // start, so their names live as long as the process.
+            let name: &'static str = Box::leak(endpoint.name.clone().into_boxed_str());
+            endpoints.push((name, listener));
+        }
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
         spawn_refreshers(&state, &background, &stop);
@@ -249,8 +333,21 @@ impl Server {
         let tasks = &inner.background;
         tasks.spawn(maintain_pools(inner.clone()));
         tasks.spawn(check_backends(inner.clone()));
+        tasks.spawn(check_readers(inner.clone()));
         tasks.spawn(metrics_upkeep(inner.stop.clone()));
-        Ok(Server { inner, admin })
+        Ok(Server {
+            inner,
+            admin,
+            endpoints,
+        })
+    }
+
+    /// Each `[[endpoints]]` listener's name and address.
+    pub fn endpoint_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.endpoints
+            .iter()
+            .filter_map(|(name, l)| Some(((*name).to_owned(), l.local_addr().ok()?)))
+            .collect()
     }
 
     /// The cancel keys in use.
@@ -268,10 +365,15 @@ impl Server {
         Reloader(self.inner.clone())
     }
 
-    /// Serves clients from `listener` until `shutdown` completes, then closes every session
-    /// and stops the background work.
+    /// Serves clients from `listener` (the `default` endpoint) and the `[[endpoints]]`
+    /// listeners until `shutdown` completes, then closes every session and stops the
+    /// background work.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let Server { inner, admin } = self;
+        let Server {
+            inner,
+            admin,
+            endpoints,
+        } = self;
         if let Some(admin) = admin {
             if let Ok(addr) = admin.local_addr() {
                 tracing::info!(%addr, "metrics and health endpoint listening");
@@ -284,56 +386,43 @@ impl Server {
                 inner.stop.clone(),
             ));
         }
-        let life = Lifecycle {
-            drain: inner.stop.child_token(),
-            stop: inner.stop.clone(),
-        };
-        let tasks = TaskTracker::new();
         let (max_clients, shutdown_timeout) = {
             let state = inner.state.load();
             (state.config.max_clients, state.config.shutdown_timeout)
         };
-        let permits = Arc::new(Semaphore::new(max_clients));
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "pgvalet listening");
+        let accepting = accept::Accepting {
+            inner: inner.clone(),
+            life: Lifecycle {
+                drain: inner.stop.child_token(),
+                stop: inner.stop.clone(),
+            },
+            sessions: TaskTracker::new(),
+            permits: Arc::new(Semaphore::new(max_clients)),
+            closing: CancellationToken::new(),
+        };
+        let loops = TaskTracker::new();
+        let all = std::iter::once((DEFAULT_ENDPOINT, listener)).chain(endpoints);
+        for (endpoint, listener) in all {
+            loops.spawn(accepting.clone().run(endpoint, listener));
         }
+        loops.close();
         inner.health.set_serving(true);
-        tokio::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = crate::net::accept(&listener, "clients") => accepted,
-            };
-            let snapshot = inner.state.load_full();
-            // Behind a load balancer sending PROXY headers the socket's address is the
-            // balancer's; the client's own address is checked once the header is read.
-            let from_proxy = snapshot.config.proxy_protocol != ProxyProtocol::Off;
-            if !from_proxy && !cidr_allows(&snapshot.config.allow_cidrs, peer.ip()) {
-                tracing::info!(%peer, reason = "cidr_denied", "connection refused");
-                crate::metrics::handshake("cidr_denied", Duration::ZERO);
-                continue;
-            }
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, reason = "max_clients", max_clients, "connection refused");
-                crate::metrics::handshake("max_clients", Duration::ZERO);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let cancels = inner.cancels.clone();
-            let life = life.clone();
-            tasks.spawn(async move {
-                crate::session::serve(tcp, peer, snapshot, cancels, life).await;
-                drop(permit);
-            });
-        }
+        shutdown.await;
+        accepting.closing.cancel();
+        loops.wait().await;
         inner.health.set_serving(false);
+        let accept::Accepting {
+            life,
+            sessions: tasks,
+            permits,
+            ..
+        } = accepting;
         let sessions = max_clients - permits.available_permits();
         tracing::info!(
             sessions,
             timeout_s = shutdown_timeout.as_secs(),
             "pgvalet stopping: no new connections; idle clients are told, transactions may finish"
         );
-        drop(listener);
         life.drain.cancel();
         tasks.close();
         if tokio::time::timeout(shutdown_timeout, tasks.wait())
@@ -377,6 +466,22 @@ async fn maintain_pools(inner: Arc<Inner>) {
         tokio::select! {
             () = inner.stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Checks the readers in force, each every `check_interval`, until the server stops.
+async fn check_readers(inner: Arc<Inner>) {
+    loop {
+        let state = inner.state.load_full();
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            () = state.readers.check_due(&state.config, &state.targets) => {}
+        }
+        drop(state);
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            () = tokio::time::sleep(crate::readers::CHECK_TICK) => {}
         }
     }
 }
@@ -430,6 +535,19 @@ impl Reloader {
             Ok(new) => new,
             Err(e) => return Err(refused(e)),
         };
+        let listeners = |c: &Config| -> Vec<(String, SocketAddr)> {
+            c.endpoints
+                .iter()
+                .map(|e| (e.name.clone(), e.listen_addr))
+                .collect()
+        };
+        if listeners(&new.config) != listeners(&old.config) {
+            return Err(refused(ConfigError::Invalid {
+                path: "-".into(),
+                key: "endpoints".into(),
+                message: "names or listen addresses changed; endpoints' listeners change only at a restart".into(),
+            }));
+        }
         for (key, changed) in [
             (
                 "listen_addr",
