@@ -250,9 +250,16 @@ async fn a_client_certificate_is_the_whole_backend_login() {
         .unwrap();
     put(d, "cert_svc", &current);
     put(d, "rogue", &rogue);
+    put(
+        d,
+        "pw_svc",
+        &ca.issue(&Leaf::client("pw_svc", &[])).unwrap(),
+    );
 
-    // A Postgres that takes nothing but client certificates, and a role with no password.
+    // A Postgres that takes nothing but client certificates, and a role with no password; one
+    // other role must also give a password.
     let hba = "local all all trust\n\
+               hostssl all pw_svc 127.0.0.1/32 scram-sha-256\n\
                hostssl all all 127.0.0.1/32 cert clientcert=verify-full\n\
                host all all 0.0.0.0/0 reject\n";
     let pg = Cluster::start_with(
@@ -265,7 +272,8 @@ async fn a_client_certificate_is_the_whole_backend_login() {
     );
     pg.admin_sql(
         "postgres",
-        "CREATE ROLE cert_svc LOGIN; GRANT CONNECT ON DATABASE orders TO cert_svc",
+        "CREATE ROLE cert_svc LOGIN; GRANT CONNECT ON DATABASE orders TO cert_svc; \
+         CREATE ROLE pw_svc LOGIN PASSWORD 'unknown-to-pgvalet'",
     );
 
     let p = |name: &str| pki().join(name).display().to_string();
@@ -307,6 +315,15 @@ databases = ["orders"]
 backend = "certdb"
 client_cert = "{rogue_cert}"
 client_key = "{rogue_key}"
+
+[[routes]]
+name = "needs_password"
+identity = "uri:spiffe://pgvalet.dev/svc/orders"
+users = ["pw_app"]
+databases = ["orders"]
+backend = "certdb"
+client_cert = "{pw_cert}"
+client_key = "{pw_key}"
 "#,
         server_crt = p("server.crt"),
         server_key = p("server.key"),
@@ -316,6 +333,8 @@ client_key = "{rogue_key}"
         key = f("cert_svc.key"),
         rogue_cert = f("rogue.crt"),
         rogue_key = f("rogue.key"),
+        pw_cert = f("pw_svc.crt"),
+        pw_key = f("pw_svc.key"),
     );
     let config = d.join("check.toml");
     std::fs::write(&config, &text).unwrap();
@@ -359,6 +378,17 @@ client_key = "{rogue_key}"
     assert_eq!(sqlstate(&e).as_deref(), Some("08006"), "{e:?}");
     assert!(
         message.contains("backend \"certdb\" refused pgvalet's client certificate (routes[1].client_cert, CN cert_svc)"),
+        "{message}"
+    );
+
+    // A backend that wants a password as well, from a route that has none to give.
+    let e = pg_connect(proxy.port, "orders", "pw_app", "orders")
+        .await
+        .expect_err("no password to give");
+    assert_eq!(sqlstate(&e).as_deref(), Some("08006"), "{e:?}");
+    let message = e.as_db_error().map(|db| db.message()).unwrap_or_default();
+    assert!(
+        message.contains("pgvalet has nothing to log in to backend \"certdb\" with: it asked for a password for user \"pw_svc\", and the route has no credentials"),
         "{message}"
     );
 

@@ -124,12 +124,9 @@ impl State {
                         .readers
                         .iter()
                         .any(|r| r == backend);
-                let target = if backend == now.backend {
-                    targets.for_route(now)
-                } else {
-                    targets.backend(backend)
-                };
-                (same && on).then(|| target.cloned()).flatten()
+                (same && on)
+                    .then(|| targets.on(now, backend).cloned())
+                    .flatten()
             });
         }
         let route_clients = config

@@ -40,7 +40,7 @@ pub(super) async fn place(
         let mut tried = Vec::new();
         while let Some(lease) = state.readers.choose(names, &tried) {
             let name = lease.reader().name().to_owned();
-            let Some(target) = state.targets.backend(&name) else {
+            let Some(target) = state.targets.on(route, &name) else {
                 tried.push(name);
                 continue;
             };
