@@ -167,3 +167,178 @@ async fn a_client_may_drop_a_database_pgvalet_holds_idle_connections_to() {
     assert!(dropped.ok, "{}", dropped.stderr);
     proxy.stop().await;
 }
+
+const MB: usize = 1 << 20;
+
+/// Messages off one half of a split stream.
+struct Messages<R> {
+    half: R,
+    buf: bytes::BytesMut,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Messages<R> {
+    fn new(half: R) -> Self {
+        Messages {
+            half,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    /// The next message's tag and body; `None` at end of stream; panics when nothing arrives
+    /// for 10 s (the session stalled).
+    async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() > len {
+                    let message = self.buf.split_to(len + 1);
+                    return Some((message[0], message[5..].to_vec()));
+                }
+            }
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), self.half.read_buf(&mut self.buf))
+                    .await
+                    .expect("stalled: nothing came through pgvalet for 10 s");
+            if read.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+fn message(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = vec![tag];
+    out.extend(((len + 4) as u32).to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// A Bind of the unnamed statement with text parameters.
+fn bind(params: &[&[u8]]) -> Vec<u8> {
+    let mut body = vec![0, 0, 0, 0]; // unnamed portal and statement, no parameter formats
+    body.extend((params.len() as u16).to_be_bytes());
+    for p in params {
+        body.extend((p.len() as u32).to_be_bytes());
+        body.extend_from_slice(p);
+    }
+    body.extend([0, 0]); // no result formats
+    message(b'B', &[&body])
+}
+
+const EXECUTE: [u8; 10] = [b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0];
+const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
+
+/// asyncpg's test_executemany_server_failure_during_writes, the stall: a client that writes
+/// while it reads (asyncpg, libpq's pipeline mode) sends many MB of queries behind one whose
+/// result is itself many MB. Direct, Postgres writes that result while the client goes on
+/// writing. Through pgvalet the backend's output must keep flowing to the client while a write
+/// to the backend waits, or the backend blocks writing to pgvalet, stops reading, and the
+/// session stalls for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_flows_while_the_client_is_still_writing() {
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    for user in ["orders", "txn"] {
+        let (raw, _) = login(proxy.port(), user, &[]).await;
+        let (rx, mut tx) = tokio::io::split(raw.stream);
+        let (results, inputs) = (48, 32);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let first = format!("select repeat('x', {MB}) from generate_series(1, {results})");
+            tx.write_all(&query_message(&first)).await?;
+            let big = query_message(&format!("select length('{}')", "y".repeat(MB)));
+            for _ in 0..inputs {
+                tx.write_all(&big).await?;
+            }
+            tx.flush().await?;
+            Ok::<_, std::io::Error>(tx)
+        });
+        let mut messages = Messages::new(rx);
+        let (mut rows, mut readies) = (0, 0);
+        while readies < 1 + inputs {
+            let (tag, body) = messages.next().await.expect("pgvalet closed the session");
+            match tag {
+                b'D' => rows += 1,
+                b'Z' => readies += 1,
+                b'E' => panic!("{user}: {}", String::from_utf8_lossy(&body)),
+                _ => {}
+            }
+        }
+        assert_eq!(rows, results + inputs, "{user}");
+        let tx = writer.await.unwrap().unwrap();
+        let mut raw = Raw::on(messages.half.unsplit(tx));
+        assert_eq!(raw.simple_query("select 7").await.unwrap()[0][0], "7");
+    }
+    proxy.stop().await;
+}
+
+/// asyncpg's test_executemany_server_failure_during_writes, the early error: a client that
+/// reads while it writes pipelines one statement that keeps the backend busy, one that fails,
+/// and then many more that each take the backend a moment (so that writes to it wait on the
+/// sockets all along). Direct, the error reaches the client while it is still writing and it
+/// stops; through pgvalet the error must not wait behind the client's writes until they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_error_reaches_a_client_that_is_still_writing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let proxy = Proxy::start_with("", TXN_ROUTE).await;
+    for user in ["orders", "txn"] {
+        let (raw, _) = login(proxy.port(), user, &[]).await;
+        let (rx, mut tx) = tokio::io::split(raw.stream);
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let failed = failed.clone();
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let sql = b"\0select length($1::text) / $2::int from pg_sleep($3::float8)\0";
+                let mut first = message(b'P', &[sql, &[0, 0]]);
+                for params in [[&b"a"[..], b"1", b"0.2"], [b"a", b"0", b"0"]] {
+                    first.extend(bind(&params));
+                    first.extend(EXECUTE);
+                    first.extend(SYNC);
+                }
+                tx.write_all(&first).await?;
+                // Then 8 KB parts that take the backend a millisecond each, for 3 s at most.
+                let mut part = bind(&[&[b'a'; 8192], b"1", b"0.001"]);
+                part.extend(EXECUTE);
+                part.extend(SYNC);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                let mut parts = 0;
+                while !failed.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                    tx.write_all(&part).await?;
+                    tx.flush().await?;
+                    parts += 1;
+                }
+                tx.write_all(&query_message("select 'done'")).await?;
+                tx.flush().await?;
+                let stopped_early = failed.load(Ordering::SeqCst);
+                Ok::<_, std::io::Error>((tx, parts, stopped_early))
+            }
+        });
+        let mut messages = Messages::new(rx);
+        let (mut code, mut done) = (None, false);
+        loop {
+            let (tag, body) = messages.next().await.expect("pgvalet closed the session");
+            match tag {
+                b'E' => {
+                    failed.store(true, Ordering::SeqCst);
+                    code = Msg { tag, body }.field(b'C');
+                }
+                b'D' => done = body.ends_with(b"done"),
+                b'Z' if done => break,
+                _ => {}
+            }
+        }
+        let (tx, parts, stopped_early) = writer.await.unwrap().unwrap();
+        assert_eq!(code.as_deref(), Some("22012"), "{user}");
+        assert!(
+            stopped_early,
+            "{user}: the error came only after the client had written for 3 s ({parts} parts)"
+        );
+        let mut raw = Raw::on(messages.half.unsplit(tx));
+        assert_eq!(raw.simple_query("select 7").await.unwrap()[0][0], "7");
+    }
+    proxy.stop().await;
+}

@@ -5,12 +5,14 @@
 //! in transaction mode it goes back to the pool at every ReadyForQuery 'I' with nothing in
 //! flight, and is borrowed again at the client's next message.
 //!
-//! Writes keep reading the other direction into a bounded buffer, so a client that pipelines
-//! (JDBC batches, libpq pipeline mode) cannot wedge pgvalet between itself and the backend.
+//! Both directions move at once (see `relay_io`): while the client is still writing, what the
+//! backend answers reaches it, so a client that pipelines (JDBC batches, libpq's pipeline mode,
+//! asyncpg's executemany) sees an early error as soon as it would direct and cannot wedge
+//! pgvalet between itself and the backend.
 
 use crate::server::Lifecycle;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -25,7 +27,7 @@ use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
 use crate::session::in_flight::InFlight;
 use crate::session::pinning::{Effect, PinReason};
-use crate::session::relay_io::{hide_from_client, pass_to_client, read_backend, write_draining};
+use crate::session::relay_io::{Buffers, Io};
 use crate::session::relay_sql::{apply, effect_of, free_databases, query_text};
 use crate::session::statements::{self, Expect, Expected, Statements};
 use std::sync::Arc;
@@ -76,8 +78,7 @@ struct State<'a> {
     client_state: &'a mut ClientState,
     traffic: Traffic,
     idle_timeout: std::time::Duration,
-    from_client: BytesMut,
-    from_backend: BytesMut,
+    bufs: Buffers,
     client_scan: Scanner,
     backend_scan: Scanner,
     in_flight: InFlight,
@@ -105,8 +106,7 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         client_state: relay.client_state,
         traffic: relay.traffic,
         idle_timeout: relay.idle_timeout,
-        from_client: BytesMut::with_capacity(8 * 1024),
-        from_backend: BytesMut::with_capacity(8 * 1024),
+        bufs: Buffers::new(),
         client_scan: Scanner::default(),
         backend_scan: Scanner::default(),
         in_flight: InFlight::default(),
@@ -151,23 +151,25 @@ impl State<'_> {
         let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + sample, sample);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut quiet, mut heard) = (0, self.sent_by_client);
+        let mut reported = (self.sent_by_client, self.sent_to_client);
         loop {
-            // Writing one way reads the other way into its buffer, so keep forwarding until
-            // neither direction has anything left to pass on; only then wait for the sockets.
-            loop {
-                let (client_bytes, backend_bytes) = (self.sent_by_client, self.sent_to_client);
-                match self.forward_client().await {
-                    Ok(true) => {}
-                    Ok(false) => return "terminated",
-                    Err(reason) => return reason,
+            // Pass on what has come whole or passable each way (in transaction mode borrowing
+            // a backend connection first), and give the backend back if it is done.
+            match self.forward_client().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.finish_for_client().await;
+                    return "terminated";
                 }
-                if let Err(reason) = self.forward_backend().await {
-                    return reason;
-                }
-                if (client_bytes, backend_bytes) == (self.sent_by_client, self.sent_to_client) {
-                    break;
-                }
-                self.traffic.bytes(self.sent_by_client, self.sent_to_client);
+                Err(reason) => return reason,
+            }
+            if let Err(reason) = self.forward_backend() {
+                return reason;
+            }
+            self.release_if_idle().await;
+            if reported != (self.sent_by_client, self.sent_to_client) {
+                reported = (self.sent_by_client, self.sent_to_client);
+                self.traffic.bytes(reported.0, reported.1);
             }
             // Stopping: a client with nothing under way is told, as Postgres tells it, and let go.
             if self.draining && self.idle_for_drain() {
@@ -181,21 +183,21 @@ impl State<'_> {
                 let _ = self.write_client(&out).await;
                 return "shutdown";
             }
-            // Everything that could be forwarded has been: what is still buffered is a message
-            // that needs more bytes (a Bind read whole may be megabytes), so both sides are read
-            // without a cap here. The cap applies while writing (see `write_draining`).
+            let backend = self.backend.as_mut().map(|b| &mut b.stream);
             tokio::select! {
-                read = self.client.read_buf(&mut self.from_client) => match read {
-                    Ok(0) | Err(_) => return "client_gone",
-                    Ok(_) => {}
-                },
-                read = read_backend(&mut self.backend, &mut self.from_backend) => match read {
-                    Ok(0) | Err(_) => {
-                        self.forward_backend().await.ok();
+                io = self.bufs.wait(&mut self.client, backend, true) => match io {
+                    Io::Moved => {}
+                    Io::ClientGone => {
+                        self.finish_for_client().await;
+                        return "client_gone";
+                    }
+                    Io::BackendGone => {
+                        // Its last words (a FATAL, say) still reach the client.
+                        let _ = self.forward_backend();
+                        self.bufs.write_out_to_client(&mut self.client).await;
                         self.drop_backend();
                         return "backend_gone";
                     }
-                    Ok(_) => {}
                 },
                 () = &mut drain, if !self.draining => self.draining = true,
                 () = &mut stop, if self.draining => return "shutdown",
@@ -221,16 +223,27 @@ impl State<'_> {
         }
     }
 
+    /// The client said goodbye or went: what it sent before that still reaches the backend,
+    /// as it would direct. What the backend answers is dropped, so the connection is closed.
+    async fn finish_for_client(&mut self) {
+        if self.bufs.backend_written() {
+            return;
+        }
+        if let Some(backend) = self.backend.as_mut() {
+            let _ = self.bufs.write_out_to_backend(&mut backend.stream).await;
+        }
+        self.drop_backend();
+    }
+
     /// Every request answered and nothing buffered: the next word is the client's.
     fn waiting_for_client(&self) -> bool {
-        self.at_clean_boundary() && self.from_client.is_empty() && self.from_backend.is_empty()
+        self.at_clean_boundary() && self.bufs.empty()
     }
 
     /// Not in a transaction and nothing in flight either way.
     fn idle_for_drain(&self) -> bool {
         self.at_clean_boundary()
-            && self.from_client.is_empty()
-            && self.from_backend.is_empty()
+            && self.bufs.empty()
             && self.backend.as_ref().is_none_or(|b| b.status == b'I')
     }
 
@@ -243,32 +256,32 @@ impl State<'_> {
     /// sent Terminate.
     async fn forward_client(&mut self) -> Result<bool, &'static str> {
         let transaction = self.pool.mode() == PoolMode::Transaction;
-        if transaction && self.backend.is_none() {
+        while transaction && self.backend.is_none() {
             let mut reply = BytesMut::new();
-            if let Some(used) = self.statements.answer_parse_batch(
-                &self.from_client,
+            let Some(used) = self.statements.answer_parse_batch(
+                &self.bufs.from_client,
                 MAX_STATEMENT_MESSAGE,
                 &mut reply,
-            ) {
-                self.from_client.advance(used);
-                self.sent_by_client += used as u64;
-                self.sent_to_client += reply.len() as u64;
-                self.write_client(&reply).await.map_err(|_| "client_gone")?;
-                return Ok(true);
-            }
+            ) else {
+                break;
+            };
+            self.bufs.from_client.advance(used);
+            self.sent_by_client += used as u64;
+            self.sent_to_client += reply.len() as u64;
+            self.write_client(&reply).await.map_err(|_| "client_gone")?;
         }
         // Queries and Parses are read whole in both modes (to see statements that need a
         // database without sessions); in transaction mode also what renames statements.
         let whole =
             |tag: u8| matches!(tag, b'X' | b'Q' | b'P') || (transaction && statements::wanted(tag));
-        let mut out = BytesMut::new();
+        let out_before = self.bufs.to_backend.len();
         let mut used = 0;
         let mut terminate = false;
         loop {
             let item = self
                 .client_scan
                 .next(
-                    &self.from_client[used..],
+                    &self.bufs.from_client[used..],
                     whole,
                     MAX_STATEMENT_MESSAGE,
                     MAX_MESSAGE,
@@ -305,26 +318,30 @@ impl State<'_> {
                     if owed.ready {
                         self.expected.push(Expect::Ready);
                     }
-                    out.extend_from_slice(&self.from_client[used..used + n]);
+                    self.bufs
+                        .to_backend
+                        .extend_from_slice(&self.bufs.from_client[used..used + n]);
                     used += n;
                 }
                 Item::Pass(n) => {
-                    out.extend_from_slice(&self.from_client[used..used + n]);
+                    self.bufs
+                        .to_backend
+                        .extend_from_slice(&self.bufs.from_client[used..used + n]);
                     used += n;
                 }
                 Item::Whole { tag, len } if !transaction => {
-                    let message = &self.from_client[used..used + len];
+                    let message = &self.bufs.from_client[used..used + len];
                     if let Some(sql) = query_text(message) {
                         free_databases(&self.pools, sql);
                     }
                     if self.in_flight.client_message(tag).ready {
                         self.expected.push(Expect::Ready);
                     }
-                    out.extend_from_slice(message);
+                    self.bufs.to_backend.extend_from_slice(message);
                     used += len;
                 }
                 Item::Whole { tag: b'Q', len } => {
-                    let message = &self.from_client[used..used + len];
+                    let message = &self.bufs.from_client[used..used + len];
                     let sql = query_text(message);
                     let carry = self.in_flight.idle() && backend.status == b'I';
                     if let Some(sql) = sql {
@@ -337,7 +354,7 @@ impl State<'_> {
                             sql,
                             &mut backend.prepared,
                             &mut self.expected,
-                            &mut out,
+                            &mut self.bufs.to_backend,
                         )
                     });
                     match rewritten {
@@ -345,13 +362,15 @@ impl State<'_> {
                             if sent_parse {
                                 // The Parse gets a Sync of its own, so that a failure cannot
                                 // make the backend skip the query; its ReadyForQuery is hidden.
-                                out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+                                self.bufs.to_backend.extend_from_slice(&[b'S', 0, 0, 0, 4]);
                                 self.in_flight.client_message(b'S');
                                 self.expected.push(Expect::HiddenReady);
                             }
-                            out.extend_from_slice(&statements::query_message(&sql));
+                            self.bufs
+                                .to_backend
+                                .extend_from_slice(&statements::query_message(&sql));
                         }
-                        None => out.extend_from_slice(message),
+                        None => self.bufs.to_backend.extend_from_slice(message),
                     }
                     self.in_flight.client_message(b'Q');
                     self.expected.push(Expect::Ready);
@@ -360,52 +379,50 @@ impl State<'_> {
                 Item::Whole { tag, len } => {
                     let carry = self.in_flight.idle() && backend.status == b'I';
                     self.in_flight.client_message(tag);
-                    let message = &self.from_client[used..used + len];
+                    let message = &self.bufs.from_client[used..used + len];
                     if let Some(sql) = query_text(message) {
                         free_databases(&self.pools, sql);
                         let effect = effect_of(sql, carry, &mut self.pending_set);
                         apply(effect, &mut self.pinned, &self.pool, backend);
                     }
                     self.statements
-                        .rewrite(message, &mut backend.prepared, &mut self.expected, &mut out)
+                        .rewrite(
+                            message,
+                            &mut backend.prepared,
+                            &mut self.expected,
+                            &mut self.bufs.to_backend,
+                        )
                         .map_err(|_| "client_protocol_error")?;
                     used += len;
                 }
                 Item::NeedMore => unreachable!("handled above"),
             }
         }
-        self.from_client.advance(used);
-        if !out.is_empty() {
-            tracing::trace!(bytes = out.len(), first = %(out[0] as char), "client -> backend");
-            let Some(backend) = self.backend.as_mut() else {
-                return Err("backend_gone");
-            };
-            self.sent_by_client += out.len() as u64;
-            write_draining(
-                &mut backend.stream,
-                &out,
-                &mut self.client,
-                &mut self.from_client,
-            )
-            .await
-            .map_err(|_| "backend_gone")?;
+        self.bufs.from_client.advance(used);
+        let added = self.bufs.to_backend.len() - out_before;
+        if added > 0 {
+            tracing::trace!(bytes = added, "client -> backend");
+            self.sent_by_client += added as u64;
         }
         Ok(!terminate)
     }
 
-    /// Forwards every complete or passable backend message to the client, noting
-    /// ReadyForQuery and ParameterStatus; releases the backend at a clean boundary.
-    async fn forward_backend(&mut self) -> Result<(), &'static str> {
+    /// Makes every complete or passable backend message ready for the client, noting
+    /// ReadyForQuery and ParameterStatus, and taking out or replacing what answers pgvalet
+    /// itself.
+    fn forward_backend(&mut self) -> Result<(), &'static str> {
         let Some(backend) = self.backend.as_mut() else {
             return Ok(());
         };
-        let mut end = 0;
+        let mut end = self.bufs.to_client;
         loop {
+            // The error that stands for a refused Parse is read whole, to be replaced.
+            let refusal = self.expected.refusal_next();
             let item = self
                 .backend_scan
                 .next(
-                    &self.from_backend[end..],
-                    |tag| matches!(tag, b'Z' | b'S' | b'1' | b'A'),
+                    &self.bufs.from_backend[end..],
+                    |tag| matches!(tag, b'Z' | b'S' | b'1' | b'A') || (refusal && tag == b'E'),
                     MAX_HELD,
                     MAX_MESSAGE,
                 )
@@ -413,27 +430,38 @@ impl State<'_> {
             match item {
                 Item::Begin { tag, n } => {
                     if tag == b'E' {
-                        self.expected.error();
+                        self.statements
+                            .error(&mut self.expected, &mut backend.prepared);
                         // A carried SET that failed (or was rolled back with its batch).
                         self.pending_set = None;
                     }
                     end += n;
                 }
                 Item::Pass(n) => end += n,
+                Item::Whole { tag: b'E', len } => {
+                    // The backend refused pgvalet's stand-in for a Parse of a statement name
+                    // the client already uses: the client gets Postgres' refusal of it.
+                    self.pending_set = None;
+                    let name = self
+                        .statements
+                        .error(&mut self.expected, &mut backend.prepared)
+                        .unwrap_or_default();
+                    let mut refusal = BytesMut::new();
+                    messages::error_response(
+                        &mut refusal,
+                        Severity::Error,
+                        "42P05",
+                        &format!("prepared statement \"{name}\" already exists"),
+                    );
+                    self.bufs.replace_from_backend(end, len, &refusal);
+                    end += refusal.len();
+                }
                 Item::Whole { tag: b'Z', len } => {
-                    backend.status = self.from_backend.get(end + 5).copied().unwrap_or(b'I');
+                    backend.status = self.bufs.from_backend.get(end + 5).copied().unwrap_or(b'I');
                     self.in_flight.ready();
                     if self.expected.ready() {
                         // The answer to a Sync pgvalet sent itself.
-                        hide_from_client(
-                            &mut self.client,
-                            &mut self.from_backend,
-                            (end, len),
-                            backend,
-                            &mut self.sent_to_client,
-                        )
-                        .await?;
-                        end = 0;
+                        self.bufs.replace_from_backend(end, len, &[]);
                     } else {
                         self.traffic.ready(backend.status);
                         if let Some((name, value)) = self.pending_set.take() {
@@ -456,15 +484,7 @@ impl State<'_> {
                 Item::Whole { tag: b'1', len } => {
                     if self.expected.parse_complete() {
                         // The answer to a Parse pgvalet sent itself.
-                        hide_from_client(
-                            &mut self.client,
-                            &mut self.from_backend,
-                            (end, len),
-                            backend,
-                            &mut self.sent_to_client,
-                        )
-                        .await?;
-                        end = 0;
+                        self.bufs.replace_from_backend(end, len, &[]);
                     } else {
                         end += len;
                     }
@@ -474,17 +494,19 @@ impl State<'_> {
                     // client was given, so a driver can tell its own notifications apart.
                     let pid_at = end + 5..end + 9;
                     let pid = self
+                        .bufs
                         .from_backend
                         .get(pid_at.clone())
                         .map(|b| i32::from_be_bytes(b.try_into().unwrap_or_default()));
                     if pid.is_some() && pid == backend.key.map(|(pid, _)| pid) {
-                        self.from_backend[pid_at].copy_from_slice(&self.ticket.pid().to_be_bytes());
+                        self.bufs.from_backend[pid_at]
+                            .copy_from_slice(&self.ticket.pid().to_be_bytes());
                     }
                     end += len;
                 }
                 Item::Whole { len, .. } => {
                     if let Some((name, value)) = crate::protocol::backend::parameter_status(
-                        &self.from_backend[end + 5..end + len],
+                        &self.bufs.from_backend[end + 5..end + len],
                     ) {
                         backend.set_param(name, value);
                         // The client changed a setting the server reports: it goes with the
@@ -499,18 +521,11 @@ impl State<'_> {
                 Item::NeedMore => break,
             }
         }
-        if end > 0 {
-            tracing::trace!(bytes = end, first = %(self.from_backend[0] as char), "backend -> client");
-            pass_to_client(
-                &mut self.client,
-                &mut self.from_backend,
-                end,
-                backend,
-                &mut self.sent_to_client,
-            )
-            .await?;
+        if end > self.bufs.to_client {
+            tracing::trace!(bytes = end - self.bufs.to_client, "backend -> client");
+            self.sent_to_client += (end - self.bufs.to_client) as u64;
+            self.bufs.to_client = end;
         }
-        self.release_if_idle().await;
         Ok(())
     }
 
@@ -519,7 +534,8 @@ impl State<'_> {
         if self.pool.mode() != PoolMode::Transaction
             || self.pinned.is_some()
             || !self.at_clean_boundary()
-            || !self.from_backend.is_empty()
+            || !self.bufs.from_backend.is_empty()
+            || !self.bufs.backend_written()
         {
             return;
         }

@@ -1,96 +1,267 @@
-//! The relay's socket work: passing what the backend sent on to the client, and writing one way
-//! while reading the other, so that neither peer can block the other through pgvalet.
+//! The relay's socket work: one wait that serves both directions at once. Every wait writes
+//! what is ready for either peer and reads from both, so a backend answering while its client
+//! is still writing (a pipeline, asyncpg's executemany, a COPY) never waits for that client's
+//! writes to end: its output, an early error included, reaches the client as it would direct,
+//! and neither side can fill its socket while pgvalet waits on the other.
+//!
+//! Bytes are written straight from the buffers they were read into (the client's bytes after
+//! the relay has rewritten what it must), and a read stops only when what it feeds is full.
 
-use std::future::pending;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::pool::Pooled;
+use crate::backend::BackendStream;
 
-/// How much one direction buffers while the relay is busy writing the other way.
+/// How much one direction holds ready to write before the relay stops reading its source.
 const BUFFER_CAP: usize = 256 * 1024;
+/// How much one wait writes each way at most before it reports: a round of the relay stays
+/// short, so what the backend says (an error in the middle of a client's long pipeline) is read
+/// and passed on between two such writes, not after all of them.
+const WRITE_PER_WAIT: usize = 64 * 1024;
 
-/// Writes the first `n` bytes of what the backend sent to the client, reading the backend
-/// meanwhile, and counts them.
-pub(super) async fn pass_to_client(
-    client: &mut TlsStream<TcpStream>,
-    from_backend: &mut BytesMut,
-    n: usize,
-    backend: &mut Pooled,
-    sent: &mut u64,
-) -> Result<(), &'static str> {
-    let data = from_backend.split_to(n);
-    *sent += n as u64;
-    write_draining(client, &data, &mut backend.stream, from_backend)
+/// What is buffered between the client and the backend.
+#[derive(Debug)]
+pub(super) struct Buffers {
+    /// Read from the client, not yet looked at: at most the start of one message.
+    pub from_client: BytesMut,
+    /// Ready for the backend.
+    pub to_backend: BytesMut,
+    /// Read from the backend: the first `to_client` bytes ready for the client, the rest not
+    /// yet looked at.
+    pub from_backend: BytesMut,
+    pub to_client: usize,
+    client_unflushed: bool,
+    backend_unflushed: bool,
+}
+
+/// What a wait ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Io {
+    /// Bytes moved: there may be messages to look at, or room to read again.
+    Moved,
+    /// The client closed, or a read from it or a write to it failed.
+    ClientGone,
+    /// The backend closed, or a read from it or a write to it failed.
+    BackendGone,
+}
+
+impl Buffers {
+    pub fn new() -> Buffers {
+        Buffers {
+            from_client: BytesMut::with_capacity(8 * 1024),
+            to_backend: BytesMut::with_capacity(8 * 1024),
+            from_backend: BytesMut::with_capacity(8 * 1024),
+            to_client: 0,
+            client_unflushed: false,
+            backend_unflushed: false,
+        }
+    }
+
+    /// Nothing read and not looked at, nothing left to write either way.
+    pub fn empty(&self) -> bool {
+        self.from_client.is_empty()
+            && self.to_backend.is_empty()
+            && self.from_backend.is_empty()
+            && !self.backend_unflushed
+            && !self.client_unflushed
+    }
+
+    /// Everything ready for the backend is written.
+    pub fn backend_written(&self) -> bool {
+        self.to_backend.is_empty() && !self.backend_unflushed
+    }
+
+    /// Drops the message of `len` bytes at `at` in `from_backend` (after the bytes ready for the
+    /// client), putting `instead` in its place.
+    pub fn replace_from_backend(&mut self, at: usize, len: usize, instead: &[u8]) {
+        if instead.is_empty() && at == 0 {
+            self.from_backend.advance(len);
+        } else if instead.is_empty() {
+            // Only the bytes before the message move.
+            self.from_backend.copy_within(0..at, len);
+            self.from_backend.advance(len);
+        } else {
+            let tail = self.from_backend.split_off(at + len);
+            self.from_backend.truncate(at);
+            self.from_backend.extend_from_slice(instead);
+            self.from_backend.extend_from_slice(&tail);
+        }
+    }
+
+    /// Waits until bytes can move, and moves all that can: writes what is ready for each peer,
+    /// reads the client while what it feeds has room (and `read_client`), reads the backend
+    /// likewise.
+    pub fn wait<'a>(
+        &'a mut self,
+        client: &'a mut TlsStream<TcpStream>,
+        mut backend: Option<&'a mut BackendStream>,
+        read_client: bool,
+    ) -> impl Future<Output = Io> + 'a {
+        poll_fn(move |cx| self.poll(cx, client, backend.as_deref_mut(), read_client))
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut TlsStream<TcpStream>,
+        backend: Option<&mut BackendStream>,
+        read_client: bool,
+    ) -> Poll<Io> {
+        let mut moved = false;
+        // The backend's side first: what it says goes to the client before more of the
+        // client's bytes go to it. A write frees room that lets a read go on.
+        let ready = &self.from_backend[..self.to_client.min(WRITE_PER_WAIT)];
+        match send(cx, client, ready, &mut self.client_unflushed) {
+            Ok((n, progress)) => {
+                self.from_backend.advance(n);
+                self.to_client -= n;
+                moved |= progress;
+            }
+            Err(_) => return Poll::Ready(Io::ClientGone),
+        }
+        if let Some(backend) = backend {
+            if self.to_client < BUFFER_CAP {
+                match receive(cx, backend, &mut self.from_backend) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Io::BackendGone),
+                    Poll::Ready(Ok(_)) => moved = true,
+                    Poll::Pending => {}
+                }
+            }
+            let ready = &self.to_backend[..self.to_backend.len().min(WRITE_PER_WAIT)];
+            match send(cx, backend, ready, &mut self.backend_unflushed) {
+                Ok((n, progress)) => {
+                    self.to_backend.advance(n);
+                    moved |= progress;
+                }
+                Err(_) => return Poll::Ready(Io::BackendGone),
+            }
+        }
+        if read_client && self.to_backend.len() < BUFFER_CAP {
+            match receive(cx, client, &mut self.from_client) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Io::ClientGone),
+                Poll::Ready(Ok(_)) => moved = true,
+                Poll::Pending => {}
+            }
+        }
+        if moved {
+            Poll::Ready(Io::Moved)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Writes what is ready for the client, all of it, reading nothing meanwhile: for the last
+    /// words before the session ends.
+    pub async fn write_out_to_client(&mut self, client: &mut TlsStream<TcpStream>) {
+        let ready = &self.from_backend[..self.to_client];
+        if client.write_all(ready).await.is_ok() {
+            let _ = client.flush().await;
+        }
+        self.from_backend.advance(self.to_client);
+        self.to_client = 0;
+    }
+
+    /// Writes what is ready for the backend, all of it, reading and dropping what the backend
+    /// sends meanwhile (so that it cannot block on pgvalet): for a client that has gone or said
+    /// goodbye, whose last messages reach the backend as they would direct. Returns false when
+    /// the backend is gone.
+    pub async fn write_out_to_backend(&mut self, backend: &mut BackendStream) -> bool {
+        let mut dropped = BytesMut::with_capacity(8 * 1024);
+        poll_fn(|cx| {
+            loop {
+                match send(cx, backend, &self.to_backend, &mut self.backend_unflushed) {
+                    Ok((n, _)) => self.to_backend.advance(n),
+                    Err(_) => return Poll::Ready(false),
+                }
+                if self.backend_written() {
+                    return Poll::Ready(true);
+                }
+                dropped.clear();
+                match receive(cx, backend, &mut dropped) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(false),
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
         .await
-        .map_err(|_| "client_gone")
-}
-
-/// Passes the `at` bytes the backend sent before a message of `len` bytes that answers
-/// pgvalet itself, then drops that message: `at` and `len` as `(at, len)`.
-pub(super) async fn hide_from_client(
-    client: &mut TlsStream<TcpStream>,
-    from_backend: &mut BytesMut,
-    (at, len): (usize, usize),
-    backend: &mut Pooled,
-    sent: &mut u64,
-) -> Result<(), &'static str> {
-    pass_to_client(client, from_backend, at, backend, sent).await?;
-    from_backend.advance(len);
-    Ok(())
-}
-
-pub(super) async fn read_backend(
-    backend: &mut Option<Pooled>,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    match backend {
-        Some(backend) => backend.stream.read_buf(buf).await,
-        None => pending().await,
     }
 }
 
-/// Writes all of `data` to `dst`, reading `src` into `src_buf` (up to [`BUFFER_CAP`]) while the
-/// write waits, so that neither peer can block the other through pgvalet.
-pub(super) async fn write_draining<W, R>(
-    dst: &mut W,
+/// Writes as much of `data` as `w` takes now, then flushes once all of it is written. Returns
+/// how many bytes were written and whether anything was done.
+fn send<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    w: &mut W,
     data: &[u8],
-    src: &mut R,
-    src_buf: &mut BytesMut,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-    R: AsyncRead + Unpin,
-{
-    let mut data = data;
-    let mut src_open = true;
-    loop {
-        let room = src_open && src_buf.len() < BUFFER_CAP;
-        let done_writing = data.is_empty();
-        // Once everything is written, flush: a TLS stream may hold records until the socket
-        // takes them.
-        let io = async {
-            if done_writing {
-                dst.flush().await.map(|()| None)
-            } else {
-                dst.write(data).await.map(Some)
+    unflushed: &mut bool,
+) -> io::Result<(usize, bool)> {
+    let mut written = 0;
+    while written < data.len() {
+        match Pin::new(&mut *w).poll_write(cx, &data[written..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
+                written += n;
+                *unflushed = true;
             }
-        };
-        tokio::select! {
-            done = io => match done? {
-                None => return Ok(()),
-                Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Some(n) => data.advance(n),
-            },
-            read = src.read_buf(src_buf), if room => {
-                // End of input is noticed by the relay's next read; stop draining it here.
-                if !matches!(read, Ok(n) if n > 0) {
-                    src_open = false;
-                }
-            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok((written, written > 0)),
         }
+    }
+    // A TLS stream may hold records until the socket takes them.
+    if *unflushed {
+        match Pin::new(&mut *w).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                *unflushed = false;
+                return Ok((written, true));
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {}
+        }
+    }
+    Ok((written, written > 0))
+}
+
+fn receive<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    pin!(r.read_buf(buf)).poll(cx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(from_backend: &[u8], to_client: usize) -> Buffers {
+        let mut b = Buffers::new();
+        b.from_backend.extend_from_slice(from_backend);
+        b.to_client = to_client;
+        b
+    }
+
+    #[test]
+    fn a_message_is_taken_out_or_replaced_where_it_stands() {
+        // Taken out at the start, and after bytes ready for the client.
+        let mut b = with(b"HIDEtail", 0);
+        b.replace_from_backend(0, 4, &[]);
+        assert_eq!(&b.from_backend[..], b"tail");
+        let mut b = with(b"readyHIDEtail", 5);
+        b.replace_from_backend(5, 4, &[]);
+        assert_eq!(&b.from_backend[..], b"readytail");
+        // Replaced by something longer or shorter.
+        let mut b = with(b"readyOLDtail", 5);
+        b.replace_from_backend(5, 3, b"LONGER");
+        assert_eq!(&b.from_backend[..], b"readyLONGERtail");
+        b.replace_from_backend(5, 6, b"S");
+        assert_eq!(&b.from_backend[..], b"readyStail");
     }
 }

@@ -242,6 +242,14 @@ impl Raw<TcpStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    /// A client on a stream already past its login.
+    pub fn on(stream: S) -> Raw<S> {
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
         self.stream.flush().await.unwrap();

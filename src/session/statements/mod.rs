@@ -6,6 +6,13 @@
 //!
 //! Which ParseComplete to hide is known from order alone: the backend answers Parse messages
 //! in the order they were sent, and after an error skips everything up to the next Sync.
+//!
+//! A Parse of a name the client already uses must fail as Postgres fails it, at its place in
+//! the pipeline: the backend must see an error there, so that it skips what follows and undoes
+//! the pipeline's implicit transaction. pgvalet sends in its place the same query as the
+//! unnamed statement (so a wrong query fails as it would, first) and a Describe of a statement
+//! that cannot exist; the backend's answer to that Describe becomes, for the client, Postgres'
+//! `42P05 prepared statement "NAME" already exists`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,63 +30,81 @@ pub fn wanted(tag: u8) -> bool {
     matches!(tag, b'P' | b'B' | b'D' | b'C')
 }
 
+/// The statement a Describe names in place of a refused Parse: no client statement has this
+/// name on a backend (they are all renamed), so the Describe always fails.
+const REFUSAL: &[u8] = b"D\0\0\0\x24Spgvalet: statement name in use\0";
+
 /// What the backend will answer that concerns the relay, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// A ParseComplete; `hide` when pgvalet sent the Parse itself.
-    ParseComplete { hide: bool },
+    /// A ParseComplete; `hide` when pgvalet sent the Parse itself; `id` the number of the
+    /// client's statement it prepares (0 for the unnamed statement).
+    ParseComplete { hide: bool, id: u64 },
     /// A ReadyForQuery (for a Sync or a simple Query).
     Ready,
     /// The ReadyForQuery of a Sync pgvalet sent itself, to hide from the client.
     HiddenReady,
+    /// The error of the Describe sent in place of a refused Parse.
+    Refusal,
 }
 
 /// The order of answers owed by the backend.
 #[derive(Debug, Default)]
-pub struct Expected(VecDeque<Expect>);
+pub struct Expected {
+    owed: VecDeque<Expect>,
+    /// The statement name of each [`Expect::Refusal`] owed, in order.
+    refused: VecDeque<String>,
+}
 
 impl Expected {
     pub fn push(&mut self, e: Expect) {
-        self.0.push_back(e);
+        self.owed.push_back(e);
     }
 
     /// Forgets the ReadyForQuery owed for the most recent Sync (the backend ignored it).
     pub fn void_last_ready(&mut self) {
-        if let Some(i) = self.0.iter().rposition(|e| *e == Expect::Ready) {
-            self.0.remove(i);
+        if let Some(i) = self.owed.iter().rposition(|e| *e == Expect::Ready) {
+            self.owed.remove(i);
         }
     }
 
     /// A ParseComplete arrived: whether to hide it.
     pub fn parse_complete(&mut self) -> bool {
-        match self.0.front() {
-            Some(Expect::ParseComplete { hide }) => {
+        match self.owed.front() {
+            Some(Expect::ParseComplete { hide, .. }) => {
                 let hide = *hide;
-                self.0.pop_front();
+                self.owed.pop_front();
                 hide
             }
             _ => false,
         }
     }
 
-    /// An ErrorResponse arrived: the backend skips the rest up to the next Sync, so the
-    /// ParseCompletes owed before it will not come.
-    pub fn error(&mut self) {
-        while matches!(self.0.front(), Some(Expect::ParseComplete { .. })) {
-            self.0.pop_front();
-        }
+    /// Whether the backend's next error is the one that stands for a refused Parse. Everything
+    /// owed before that Describe has been answered, and the Parse just before it succeeded, so
+    /// the next error can only be the Describe's.
+    pub fn refusal_next(&self) -> bool {
+        self.owed.front() == Some(&Expect::Refusal)
     }
 
     /// A ReadyForQuery arrived: whether to hide it.
     pub fn ready(&mut self) -> bool {
-        while let Some(e) = self.0.pop_front() {
+        while let Some(e) = self.pop() {
             match e {
                 Expect::Ready => return false,
                 Expect::HiddenReady => return true,
-                Expect::ParseComplete { .. } => {}
+                Expect::ParseComplete { .. } | Expect::Refusal => {}
             }
         }
         false
+    }
+
+    fn pop(&mut self) -> Option<Expect> {
+        let e = self.owed.pop_front();
+        if e == Some(Expect::Refusal) {
+            self.refused.pop_front();
+        }
+        e
     }
 }
 
@@ -93,6 +118,8 @@ pub struct Statements {
 
 #[derive(Debug, Clone)]
 struct Prepared {
+    /// The statement's number in this session, part of its server-side name.
+    id: u64,
     server_name: String,
     /// The Parse message under the server name, ready to send to another backend.
     parse: Bytes,
@@ -140,6 +167,17 @@ impl Statements {
             b'P' => {
                 let (name, rest) = cstr(body).ok_or(Malformed("Parse without a statement name"))?;
                 let (query, params) = cstr(rest).ok_or(Malformed("Parse without a query"))?;
+                if self.by_client_name.contains_key(name) {
+                    // The name is in use (or will be, if a Parse of it still under way
+                    // succeeds: when it fails, Postgres skips this one anyway if it follows in
+                    // the same pipeline, and pgvalet cannot know sooner if it does not).
+                    out.extend_from_slice(&message_with(b'P', &[&[0], rest]));
+                    out.extend_from_slice(REFUSAL);
+                    expected.push(Expect::ParseComplete { hide: true, id: 0 });
+                    expected.push(Expect::Refusal);
+                    expected.refused.push_back(name.to_owned());
+                    return Ok(());
+                }
                 // SQL EXECUTE or DEALLOCATE of this client's statements names them as the
                 // backends know them (any Parse that needs is sent first, in `out`).
                 let rewritten = self.rewrite_sql(query, on_backend, expected, out);
@@ -147,6 +185,7 @@ impl Statements {
                     Some((sql, _)) => Cow::Owned([sql.as_bytes(), &[0], params].concat()),
                     None => Cow::Borrowed(rest),
                 };
+                let mut id = 0;
                 if name.is_empty() && rewritten.is_none() {
                     out.extend_from_slice(message);
                 } else if name.is_empty() {
@@ -155,8 +194,9 @@ impl Statements {
                     let prepared = self.register(name, &rest);
                     out.extend_from_slice(&prepared.parse);
                     on_backend.insert(prepared.server_name.clone());
+                    id = prepared.id;
                 }
-                expected.push(Expect::ParseComplete { hide: false });
+                expected.push(Expect::ParseComplete { hide: false, id });
             }
             b'B' => {
                 let (portal, rest) = cstr(body).ok_or(Malformed("Bind without a portal name"))?;
@@ -204,11 +244,50 @@ impl Statements {
         Ok(())
     }
 
+    /// An ErrorResponse arrived: the backend skips the rest up to the next Sync. The Parses it
+    /// skipped (or that failed) made no statement: the backend lacks theirs, and the client's
+    /// own are forgotten, their names free again. Returns the statement name when the error is
+    /// the one that stands for a refused Parse.
+    pub fn error(
+        &mut self,
+        expected: &mut Expected,
+        on_backend: &mut HashSet<String>,
+    ) -> Option<String> {
+        let refused = expected
+            .refusal_next()
+            .then(|| expected.refused.front().cloned())
+            .flatten();
+        while let Some(&e) = expected.owed.front() {
+            match e {
+                Expect::Ready | Expect::HiddenReady => break,
+                Expect::ParseComplete { hide, id } if id != 0 => {
+                    let forget = !hide;
+                    self.not_prepared(id, forget, on_backend);
+                }
+                Expect::ParseComplete { .. } | Expect::Refusal => {}
+            }
+            expected.pop();
+        }
+        refused
+    }
+
+    /// The Parse of statement `id` did not happen: the backend lacks it; with `forget` the
+    /// client's name for it is free again.
+    fn not_prepared(&mut self, id: u64, forget: bool, on_backend: &mut HashSet<String>) {
+        self.by_client_name.retain(|_, p| {
+            if p.id != id {
+                return true;
+            }
+            on_backend.remove(&p.server_name);
+            !forget
+        });
+    }
+
     /// SQL that names this client's protocol-level statements — `EXECUTE name`, `DEALLOCATE
     /// [PREPARE] name` — rewritten to their server-side names, with a Parse appended to `out`
     /// for each the backend lacks (its ParseComplete to hide). `DEALLOCATE` forgets the
-    /// statement and `DEALLOCATE ALL` all of them, as Postgres does. `None` when the SQL names
-    /// none of them; otherwise the new SQL and whether a Parse was sent.
+    /// statement, `DEALLOCATE ALL` and `DISCARD ALL` all of them, as Postgres does. `None` when
+    /// the SQL names none of them; otherwise the new SQL and whether a Parse was sent.
     pub fn rewrite_sql(
         &mut self,
         sql: &str,
@@ -228,6 +307,11 @@ impl Statements {
             tokens.clear();
             let more = lexer.statement(&mut tokens);
             let deallocate = tokens.first().is_some_and(|t| t.is("DEALLOCATE"));
+            if tokens.first().is_some_and(|t| t.is("DISCARD"))
+                && tokens.get(1).is_some_and(|t| t.is("ALL"))
+            {
+                forget_all = true;
+            }
             let uses: Vec<usize> = if deallocate {
                 let at = if tokens.get(1).is_some_and(|t| t.is("PREPARE")) {
                     2
@@ -307,8 +391,14 @@ impl Statements {
             pos += 1 + len;
             match message[0] {
                 b'P' => match cstr(&message[5..]) {
-                    // A statement that would pin the session, or reset it, needs its backend now.
-                    Some((name, rest)) if !name.is_empty() && parse_effect(rest).is_none() => {
+                    // A statement that would pin the session, or reset it, needs its backend
+                    // now; so does a name in use, which Postgres refuses after the query.
+                    Some((name, rest))
+                        if !name.is_empty()
+                            && parse_effect(rest).is_none()
+                            && !self.by_client_name.contains_key(name)
+                            && !parses.iter().any(|(n, _)| n == name) =>
+                    {
                         parses.push((name.to_owned(), rest.to_vec()))
                     }
                     _ => return None,
@@ -330,7 +420,11 @@ impl Statements {
         self.next += 1;
         let server_name = format!("pgv{:x}_{:x}", self.session, self.next);
         let parse = message_with(b'P', &[server_name.as_bytes(), &[0], rest]);
-        let prepared = Prepared { server_name, parse };
+        let prepared = Prepared {
+            id: self.next,
+            server_name,
+            parse,
+        };
         self.by_client_name
             .insert(name.to_owned(), prepared.clone());
         prepared
@@ -349,17 +443,22 @@ impl Statements {
         let prepared = self.by_client_name.get(name)?;
         if on_backend.insert(prepared.server_name.clone()) {
             out.extend_from_slice(&prepared.parse);
-            expected.push(Expect::ParseComplete { hide: true });
+            expected.push(Expect::ParseComplete {
+                hide: true,
+                id: prepared.id,
+            });
         }
         Some(prepared.server_name.clone())
     }
 }
 
-/// Whether SQL may name a prepared statement: it mentions EXECUTE or DEALLOCATE in any case.
+/// Whether SQL may name or drop prepared statements: it mentions EXECUTE, DEALLOCATE or
+/// DISCARD in any case.
 fn names_statements(sql: &str) -> bool {
     let b = sql.as_bytes();
     b.windows(7).any(|w| w.eq_ignore_ascii_case(b"EXECUTE"))
         || b.windows(10).any(|w| w.eq_ignore_ascii_case(b"DEALLOCATE"))
+        || b.windows(7).any(|w| w.eq_ignore_ascii_case(b"DISCARD"))
 }
 
 /// A statement name as written in SQL: where it stands and the name it means (an unquoted

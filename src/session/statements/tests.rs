@@ -203,19 +203,183 @@ fn unnamed_and_unknown_statements_pass_unchanged() {
 
 #[test]
 fn errors_drop_the_parse_completes_that_will_not_come() {
+    let mut s = Statements::default();
+    let mut on = HashSet::new();
     let mut e = Expected::default();
-    e.push(Expect::ParseComplete { hide: true });
-    e.push(Expect::ParseComplete { hide: false });
+    e.push(Expect::ParseComplete { hide: true, id: 0 });
+    e.push(Expect::ParseComplete { hide: false, id: 0 });
     e.push(Expect::Ready);
-    e.push(Expect::ParseComplete { hide: true });
+    e.push(Expect::ParseComplete { hide: true, id: 0 });
     e.push(Expect::Ready);
     assert!(e.parse_complete());
-    e.error();
+    assert_eq!(s.error(&mut e, &mut on), None);
     assert!(!e.ready());
     assert!(
         e.parse_complete(),
         "the next batch's hidden Parse is still owed"
     );
     e.ready();
-    assert!(e.0.is_empty());
+    assert!(e.owed.is_empty());
+}
+
+/// Runs each message through `rewrite`; returns what went to the backend.
+fn send(
+    s: &mut Statements,
+    on: &mut HashSet<String>,
+    e: &mut Expected,
+    msgs: &[Vec<u8>],
+) -> BytesMut {
+    let mut out = BytesMut::new();
+    for m in msgs {
+        s.rewrite(m, on, e, &mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_parse_of_a_name_in_use_is_refused_at_its_place() {
+    let mut s = Statements::default();
+    let mut on = HashSet::new();
+    let mut e = Expected::default();
+    send(&mut s, &mut on, &mut e, &[msg(b'P', b"s1\0select 1\0\0\0")]);
+    assert!(!e.parse_complete(), "the client's ParseComplete");
+
+    let out = send(
+        &mut s,
+        &mut on,
+        &mut e,
+        &[msg(b'P', b"s1\0select 2\0\0\0"), msg(b'S', b"")],
+    );
+    // The query as the unnamed statement (its own errors first), then a Describe that fails.
+    assert_eq!(
+        names_in(&out),
+        vec![
+            (b'P', String::new()),
+            (b'D', "pgvalet: statement name in use".to_owned()),
+            (b'S', String::new())
+        ]
+    );
+    assert!(out.windows(8).any(|w| w == b"select 2"));
+    assert!(e.parse_complete(), "the stand-in Parse's answer is hidden");
+    assert!(e.refusal_next());
+    assert_eq!(s.error(&mut e, &mut on).as_deref(), Some("s1"));
+    assert!(!e.ready(), "the client's Sync is answered");
+    assert!(e.owed.is_empty() && e.refused.is_empty());
+
+    // The first statement stays: a Bind of it is renamed, with no Parse sent.
+    let out = send(&mut s, &mut on, &mut e, &[msg(b'B', b"\0s1\0\0\0\0\0\0\0")]);
+    assert_eq!(names_in(&out).len(), 1);
+}
+
+#[test]
+fn a_refusal_skipped_after_an_earlier_error_leaves_that_error_alone() {
+    let mut s = Statements::default();
+    let mut on = HashSet::new();
+    let mut e = Expected::default();
+    send(&mut s, &mut on, &mut e, &[msg(b'P', b"s1\0select 1\0\0\0")]);
+    e.parse_complete();
+    // An Execute fails before the stand-in Parse: the backend skips the stand-in.
+    send(
+        &mut s,
+        &mut on,
+        &mut e,
+        &[msg(b'P', b"s1\0select 2\0\0\0"), msg(b'S', b"")],
+    );
+    assert!(!e.refusal_next());
+    assert_eq!(s.error(&mut e, &mut on), None);
+    assert!(e.refused.is_empty(), "its name went with it");
+    assert!(!e.ready());
+    assert!(e.owed.is_empty());
+}
+
+#[test]
+fn a_parse_that_failed_or_was_skipped_makes_no_statement() {
+    let mut s = Statements::default();
+    let mut on = HashSet::new();
+    let mut e = Expected::default();
+    // The Parse of s1 fails; s2's, behind it in the pipeline, is skipped.
+    send(
+        &mut s,
+        &mut on,
+        &mut e,
+        &[
+            msg(b'P', b"s1\0selec 1\0\0\0"),
+            msg(b'P', b"s2\0select 2\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    assert_eq!(on.len(), 2);
+    assert_eq!(s.error(&mut e, &mut on), None);
+    assert!(on.is_empty(), "the backend has neither");
+    e.ready();
+    // Both names are free.
+    let out = send(
+        &mut s,
+        &mut on,
+        &mut e,
+        &[
+            msg(b'P', b"s1\0select 1\0\0\0"),
+            msg(b'P', b"s2\0select 2\0\0\0"),
+        ],
+    );
+    let names = names_in(&out);
+    assert!(
+        names
+            .iter()
+            .all(|(t, n)| *t == b'P' && n.starts_with("pgv")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_prepared_again_statement_skipped_after_an_error_is_prepared_again_next_time() {
+    let mut s = Statements::default();
+    let (mut first, mut second) = (HashSet::new(), HashSet::new());
+    let mut e = Expected::default();
+    send(
+        &mut s,
+        &mut first,
+        &mut e,
+        &[msg(b'P', b"s1\0select 1\0\0\0")],
+    );
+    e.parse_complete();
+    // On another backend, a failing Execute comes before the Bind that brings s1 there.
+    let bind = msg(b'B', b"\0s1\0\0\0\0\0\0\0");
+    send(&mut s, &mut second, &mut e, std::slice::from_ref(&bind));
+    assert_eq!(second.len(), 1);
+    s.error(&mut e, &mut second);
+    assert!(second.is_empty(), "the backend skipped the Parse");
+    let out = send(&mut s, &mut second, &mut e, &[bind]);
+    assert_eq!(names_in(&out).len(), 2, "the Parse is sent again");
+}
+
+#[test]
+fn discard_all_frees_every_name() {
+    let mut s = Statements::default();
+    let mut on = HashSet::new();
+    let mut e = Expected::default();
+    send(&mut s, &mut on, &mut e, &[msg(b'P', b"s1\0select 1\0\0\0")]);
+    assert!(
+        s.rewrite_sql("discard all", &mut on, &mut e, &mut BytesMut::new())
+            .is_none()
+    );
+    assert!(on.is_empty());
+    let out = send(&mut s, &mut on, &mut e, &[msg(b'P', b"s1\0select 1\0\0\0")]);
+    assert!(names_in(&out)[0].1.starts_with("pgv"), "not refused");
+}
+
+#[test]
+fn a_parse_batch_that_reuses_a_name_waits_for_a_backend() {
+    let mut s = Statements::default();
+    let mut reply = BytesMut::new();
+    let batch = [msg(b'P', b"s1\0select 1\0\0\0"), msg(b'S', b"")].concat();
+    assert!(s.answer_parse_batch(&batch, 1 << 20, &mut reply).is_some());
+    assert!(s.answer_parse_batch(&batch, 1 << 20, &mut reply).is_none());
+    let twice = [
+        msg(b'P', b"s2\0select 1\0\0\0"),
+        msg(b'P', b"s2\0select 1\0\0\0"),
+        msg(b'S', b""),
+    ]
+    .concat();
+    assert!(s.answer_parse_batch(&twice, 1 << 20, &mut reply).is_none());
 }
