@@ -224,7 +224,10 @@ impl Client {
             if answer.status == status {
                 Ok(answer)
             } else {
-                Err(format!("{what}: transaction status {:?}", answer.status as char))
+                Err(format!(
+                    "{what}: transaction status {:?}",
+                    answer.status as char
+                ))
             }
         };
         expect(self.query("BEGIN").await?, b'T', "BEGIN")?;
@@ -295,13 +298,15 @@ fn tls_config(certs: &Path, cert: &str) -> Result<TlsConnector, String> {
     };
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(&read("ca.crt".into())?) {
-        roots.add(ca.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        roots
+            .add(ca.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     let chain = CertificateDer::pem_slice_iter(&read(format!("{cert}.crt"))?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(&read(format!("{cert}.key"))?)
-        .map_err(|e| e.to_string())?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(format!("{cert}.key"))?).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -351,7 +356,11 @@ async fn connect_all(
 
 /// Runs transactions on each client until `until`, one after another; returns the clients
 /// still usable and the latency of each transaction in microseconds.
-async fn drive(clients: Vec<Client>, until: Instant, errors: &Arc<Errors>) -> (Vec<Client>, Vec<u32>) {
+async fn drive(
+    clients: Vec<Client>,
+    until: Instant,
+    errors: &Arc<Errors>,
+) -> (Vec<Client>, Vec<u32>) {
     let mut tasks = JoinSet::new();
     for (i, mut client) in clients.into_iter().enumerate() {
         let errors = errors.clone();
@@ -391,7 +400,9 @@ async fn touch_all(clients: Vec<Client>, args: &Args, errors: &Arc<Errors>) -> V
             match client.query("SELECT 1").await {
                 Ok(a) if a.value.as_deref() == Some(b"1") => Some(client),
                 Ok(_) => {
-                    errors.note(format!("idle client {i}: SELECT 1 returned something else")).await;
+                    errors
+                        .note(format!("idle client {i}: SELECT 1 returned something else"))
+                        .await;
                     None
                 }
                 Err(e) => {
@@ -447,7 +458,10 @@ async fn main() -> ExitCode {
     active = warm.0;
     tokio::time::sleep(SETTLE).await;
     let rss_base = rss_kib(args.pid);
-    show_rss(&format!("with {} active clients, pool warm (base)", active.len()), rss_base);
+    show_rss(
+        &format!("with {} active clients, pool warm (base)", active.len()),
+        rss_base,
+    );
 
     let started = Instant::now();
     let mut idle = connect_all(&args, &tls, args.active..args.clients, &errors).await;
@@ -508,5 +522,9 @@ async fn main() -> ExitCode {
     for e in errors.first.lock().await.iter() {
         eprintln!("  {e}");
     }
-    if count == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if count == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
