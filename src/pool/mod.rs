@@ -265,7 +265,10 @@ impl Pool {
                 _permit: permit,
             });
         }
-        let mut conn = self.connect().await?;
+        // Boxed: a login (TCP, TLS, SCRAM) is a large future, and the borrow is part of every
+        // session task (a transaction-mode session borrows in its relay), which is as large as
+        // its largest state for its whole life, idle or not.
+        let mut conn = Box::pin(self.connect()).await?;
         conn.apply_settings(settings).await?;
         Ok(Pooled {
             dirty: false,

@@ -27,12 +27,13 @@ use tokio_rustls::server::TlsStream;
 use crate::authz;
 use crate::backend::{ClientSettings, Connection};
 use crate::cancel::{self, Registry};
-use crate::config::{AuthMode, PoolMode};
+use crate::config::{AuthMode, PoolMode, RouteConfig};
 use crate::error::{ClientError, FrontError};
 use crate::metrics::{ClientPhase, ClientState, Traffic};
-use crate::pool::PoolError;
+use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::messages;
 use crate::protocol::startup::CancelKey;
+use crate::readers::Lease;
 use crate::server::{Lifecycle, State};
 use frontdoor::{Arrival, Client};
 
@@ -72,7 +73,7 @@ pub async fn serve(
                 deadline,
                 started,
             };
-            session(*client, at, state, cancels, life, &mut client_state).await
+            session(client, at, state, cancels, life, &mut client_state).await
         }
     }
 }
@@ -125,15 +126,84 @@ struct Start {
     started: Instant,
 }
 
+/// Serves a client past the front door: admission, then the relay until it ends.
+///
+/// The admission runs as a future of its own, so that what it needs (the startup packet, the
+/// routing, a password exchange, the first borrow) shares the task's memory with the relay
+/// instead of adding to it: a session task is as large as its largest phase, for its whole life.
 async fn session(
-    mut client: Client,
+    client: Box<Client>,
     at: Start,
     state: Arc<State>,
     cancels: Arc<Registry>,
     life: Lifecycle,
     client_state: &mut ClientState,
 ) {
-    let Start {
+    let Some(Admitted {
+        tls,
+        route,
+        pool,
+        backend,
+        settings,
+        ticket,
+        greeting,
+        identity,
+        _on_reader,
+        _route_slot,
+    }) = admit(client, &at, &state, &cancels, client_state).await
+    else {
+        return;
+    };
+    let relay = relay::Relay {
+        client: tls,
+        pool,
+        pools: state.pools.clone(),
+        backend,
+        settings,
+        ticket: &ticket,
+        client_state,
+        traffic: Traffic::new(&route.name),
+        idle_timeout: state.config.idle_client_timeout,
+    };
+    let outcome = relay::run(relay, greeting, &life).await;
+    drop(ticket);
+    tracing::info!(
+        peer = %at.peer, endpoint = at.endpoint, identity, route = %route.name,
+        duration_ms = at.started.elapsed().as_millis() as u64,
+        bytes_from_client = outcome.from_client, bytes_to_client = outcome.to_client,
+        reason = outcome.reason,
+        "session ended"
+    );
+}
+
+/// A client let in: the pieces the relay takes.
+struct Admitted<'s> {
+    tls: TlsStream<TcpStream>,
+    route: &'s RouteConfig,
+    pool: Arc<Pool>,
+    backend: Pooled,
+    settings: ClientSettings,
+    ticket: cancel::Ticket,
+    /// What the client hears first (see [`greeting`]).
+    greeting: BytesMut,
+    identity: String,
+    /// Held for the session's life when it runs on a reader.
+    _on_reader: Option<Lease>,
+    /// The session's place under the route's `max_client_conn`.
+    _route_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Routes the client, checks its password or token if the route asks for one, borrows its
+/// first backend connection and issues its cancel key. A client that is refused is told why
+/// and logged here (`None`). The client's box is freed when this returns.
+async fn admit<'s>(
+    mut client: Box<Client>,
+    at: &Start,
+    state: &'s State,
+    cancels: &Arc<Registry>,
+    client_state: &mut ClientState,
+) -> Option<Admitted<'s>> {
+    let &Start {
         endpoint,
         peer,
         local,
@@ -145,6 +215,10 @@ async fn session(
         .first()
         .map(ToString::to_string)
         .unwrap_or_default();
+    let refused = |e: &dyn ClientError| {
+        log_refusal(started, endpoint, peer, Some(&identity), e);
+        None
+    };
     let request = authz::Request {
         identities: &client.identities,
         user: &client.user,
@@ -153,16 +227,13 @@ async fn session(
     };
     let route = match authz::route(state.routes_of(endpoint), &request) {
         Ok(route) => route,
-        Err(denied) => {
-            let e = frontdoor::reject(&mut client.tls, denied).await;
-            return log_refusal(started, endpoint, peer, Some(&identity), &e);
-        }
+        Err(denied) => return refused(&frontdoor::reject(&mut client.tls, denied).await),
     };
     if route.auth.needs_password() {
         let credentials = route.credentials.as_deref().unwrap_or_default();
         let Some(cache) = state.credentials.get(credentials) else {
             tracing::error!(route = %route.name, "route names credentials that were not built");
-            return;
+            return None;
         };
         let grace = state
             .config
@@ -179,14 +250,13 @@ async fn session(
             )),
         };
         if let Err(e) = outcome {
-            let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(started, endpoint, peer, Some(&identity), &e);
+            return refused(&frontdoor::reject(&mut client.tls, e).await);
         }
     }
     if route.auth == AuthMode::Iam {
         let Some(verifier) = &state.iam else {
             tracing::error!(route = %route.name, "an iam route without an [iam] verifier");
-            return;
+            return None;
         };
         let (host, port) = state.iam_endpoint_of(endpoint, verifier);
         let checked = iam::authenticate(&mut client.tls, &client.user, verifier, (host, port));
@@ -209,18 +279,15 @@ async fn session(
                     "IAM token accepted"
                 );
             }
-            Err(e) => {
-                let e = frontdoor::reject(&mut client.tls, e).await;
-                return log_refusal(started, endpoint, peer, Some(&identity), &e);
-            }
+            Err(e) => return refused(&frontdoor::reject(&mut client.tls, e).await),
         }
     }
     let Some(target) = state.targets.for_route(route).cloned() else {
         // validate() makes every route name a backend; a missing one is a bug, not input.
         tracing::error!(route = %route.name, "route names a backend that was not built");
-        return;
+        return None;
     };
-    let _route_slot = match state
+    let route_slot = match state
         .route_clients
         .get(&route.name)
         .map(|s| s.clone().try_acquire_owned())
@@ -230,43 +297,32 @@ async fn session(
                 route: route.name.clone(),
                 limit: route.max_client_conn.unwrap_or(0),
             };
-            let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(started, endpoint, peer, Some(&identity), &e);
+            return refused(&frontdoor::reject(&mut client.tls, e).await);
         }
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
     let mut settings = match ClientSettings::from_startup(&client.startup.params) {
         Ok(settings) => settings,
-        Err(bad) => {
-            let e = frontdoor::reject(&mut client.tls, bad).await;
-            return log_refusal(started, endpoint, peer, Some(&identity), &e);
-        }
+        Err(bad) => return refused(&frontdoor::reject(&mut client.tls, bad).await),
     };
     client_state.set(ClientPhase::Waiting);
     let placing = placement::place(
-        &state,
+        state,
         endpoint,
         route,
         &target,
         &client.database,
         &mut settings,
     );
-    let placed = tokio::time::timeout_at(deadline, placing).await;
     let placement::Placed {
         pool,
         mut backend,
-        lease: _on_reader,
-    } = match placed {
+        lease,
+    } = match tokio::time::timeout_at(deadline, placing).await {
         Ok(Ok(placed)) => placed,
-        Ok(Err(e)) => {
-            let e = frontdoor::reject(&mut client.tls, e).await;
-            return log_refusal(started, endpoint, peer, Some(&identity), &e);
-        }
-        Err(_) => {
-            let e = frontdoor::reject(&mut client.tls, PoolError::Timeout).await;
-            return log_refusal(started, endpoint, peer, Some(&identity), &e);
-        }
+        Ok(Err(e)) => return refused(&frontdoor::reject(&mut client.tls, e).await),
+        Err(_) => return refused(&frontdoor::reject(&mut client.tls, PoolError::Timeout).await),
     };
     client_state.set(ClientPhase::Active);
     crate::metrics::handshake(endpoint, "ok", started.elapsed());
@@ -288,26 +344,18 @@ async fn session(
         database = %client.database, backend = %backend.target.name, setup_ms = started.elapsed().as_millis() as u64,
         "session started"
     );
-    let relay = relay::Relay {
-        client: client.tls,
+    Some(Admitted {
+        tls: client.tls,
+        route,
         pool,
-        pools: state.pools.clone(),
         backend,
         settings,
-        ticket: &ticket,
-        client_state,
-        traffic: Traffic::new(&route.name),
-        idle_timeout: state.config.idle_client_timeout,
-    };
-    let outcome = relay::run(relay, greeting, &life).await;
-    drop(ticket);
-    tracing::info!(
-        %peer, endpoint, identity, route = %route.name,
-        duration_ms = started.elapsed().as_millis() as u64,
-        bytes_from_client = outcome.from_client, bytes_to_client = outcome.to_client,
-        reason = outcome.reason,
-        "session ended"
-    );
+        ticket,
+        greeting,
+        identity,
+        _on_reader: lease,
+        _route_slot: route_slot,
+    })
 }
 
 /// The route's `max_client_conn` is reached.
