@@ -26,11 +26,12 @@ run-aws: deps venv build certs
 run-rds: deps venv build certs
 	@scripts/run-dev.sh rds
 
-## make test: install what is missing, then format check, clippy, cargo deny (deny.toml) and
-## every test.
+## make test: install what is missing, then format check, clippy, cargo deny (deny.toml), a
+## type check of the fuzz targets (so they keep up with the code they call) and every test.
 test: deps venv node-deps certs
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) check -q --manifest-path fuzz/Cargo.toml --bins
 	@scripts/deny.sh
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test 2>&1 | tee target/test.log

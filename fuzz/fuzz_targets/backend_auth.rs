@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let binding = (options & 1 == 1).then(|| b"tls-server-end-point hash".to_vec());
-    let mut login = Login::new(USER, PASSWORD, binding.clone());
+    let mut login = Login::new(USER, Some(PASSWORD), binding.clone());
     let Some(requests) = common::messages(stream) else {
         return;
     };
