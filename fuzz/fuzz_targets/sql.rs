@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
             for (tb, ta) in b.iter().zip(a) {
                 let renamed = matches!(
                     (tb, ta),
-                    (Token::Word(_) | Token::Quoted(_), Token::Word(n)) if n.starts_with("pgv1_")
+                    (Token::Word(_) | Token::Quoted(_), Token::Quoted(n)) if n.starts_with("pgv1_")
                 );
                 assert!(
                     renamed || tb == ta,

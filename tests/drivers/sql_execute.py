@@ -25,6 +25,8 @@ for name, sql in [(b"add_one", b"select $1::int + 1"), (b"Mixed Case", b"select 
     assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, result.error_message
 assert a.execute("EXECUTE add_one(41)").fetchone()[0] == 42
 assert a.execute('execute "Mixed Case"').fetchone()[0] == "mixed"
+# No space between the keyword and a quoted name, as Postgres allows.
+assert a.execute('EXECUTE"add_one"(1)').fetchone()[0] == 2
 first_pid = a.execute("select pg_backend_pid()").fetchone()[0]
 
 with b.transaction():

@@ -357,7 +357,11 @@ impl Statements {
         let mut from = 0;
         for (range, name) in edits {
             rewritten.push_str(&sql[from..range.start]);
+            // Quoted, so that it stays one token whatever touches it: `EXECUTE"p"` is valid SQL,
+            // and a bare name in its place would run into the keyword.
+            rewritten.push('"');
             rewritten.push_str(&name);
+            rewritten.push('"');
             from = range.end;
         }
         rewritten.push_str(&sql[from..]);
