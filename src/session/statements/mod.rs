@@ -358,10 +358,17 @@ impl Statements {
         for (range, name) in edits {
             rewritten.push_str(&sql[from..range.start]);
             // Quoted, so that it stays one token whatever touches it: `EXECUTE"p"` is valid SQL,
-            // and a bare name in its place would run into the keyword.
+            // and a bare name in its place would run into the keyword. A quote next to it would
+            // read as a doubled quote inside it, so a space keeps them apart.
+            if rewritten.ends_with('"') {
+                rewritten.push(' ');
+            }
             rewritten.push('"');
             rewritten.push_str(&name);
             rewritten.push('"');
+            if sql[range.end..].starts_with('"') {
+                rewritten.push(' ');
+            }
             from = range.end;
         }
         rewritten.push_str(&sql[from..]);

@@ -145,6 +145,11 @@ fn sql_names_protocol_statements_by_their_server_names() {
         .rewrite_sql("EXECUTE\"s1\"", &mut on, &mut expected, &mut out)
         .unwrap();
     assert_eq!(rewritten, format!("EXECUTE\"{s1}\""));
+    // Nor does it run into a quoted word after it (`"p""x"` would be one name).
+    let (rewritten, _) = s
+        .rewrite_sql("execute s1\"x\"", &mut on, &mut expected, &mut out)
+        .unwrap();
+    assert_eq!(rewritten, format!("execute \"{s1}\" \"x\""));
     assert!(!sent && out.is_empty());
     // Nothing to do: no statements named, or none known.
     assert!(
