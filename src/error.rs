@@ -115,10 +115,14 @@ impl ClientError for FrontError {
             | FrontError::ProxyUntrusted(_)
             | FrontError::ProxyMissing
             | FrontError::SourceDenied(_) => None,
+            // A length word out of range is not a Postgres client speaking, or is one that has
+            // given up (node-postgres ending a client while it connects writes its Terminate
+            // ahead of its SSLRequest): Postgres logs it and closes without a word, and a
+            // driver that is told anything reports an error for a client it has already ended.
+            FrontError::StartupLength(_) => None,
             FrontError::TlsRequired | FrontError::Certificate(_) => Some("28000"),
             FrontError::UnsupportedProtocol { .. } | FrontError::Replication => Some("0A000"),
-            FrontError::StartupLength(_)
-            | FrontError::StartupLayout(_)
+            FrontError::StartupLayout(_)
             | FrontError::BytesAfterSslRequest
             | FrontError::UnexpectedInsideTls(_) => Some("08P01"),
             FrontError::NoUser => Some("28000"),

@@ -189,8 +189,9 @@ async fn cancel_floods_with_wrong_keys_change_nothing() {
     proxy.stop().await;
 }
 
-/// A startup packet whose values are not UTF-8, or that names 10,000 parameters: refused with a
-/// clear error before any backend is touched.
+/// A startup packet whose values are not UTF-8 is refused with a clear error before any backend
+/// is touched; one that names 10,000 parameters is over the 10,000-byte limit and closed without
+/// a word, as Postgres closes a startup packet of a length out of range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_startup_packets_are_refused_clearly() {
     let proxy = Proxy::start().await;
@@ -204,19 +205,25 @@ async fn odd_startup_packets_are_refused_clearly() {
         .map(|i| (format!("p{i}"), "x".to_owned()))
         .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    for (name, packet) in [
-        ("non-UTF-8 user", bad_utf8),
-        ("10,000 parameters", startup_packet(196_608, &many)),
+    for (name, packet, answer) in [
+        ("non-UTF-8 user", bad_utf8, Some("08P01")),
+        ("10,000 parameters", startup_packet(196_608, &many), None),
     ] {
         let mut tls = Raw::connect(proxy.port())
             .await
             .start_tls(Some("orders"))
             .await
             .unwrap();
-        tls.send(&packet).await;
-        let msgs = tls.read_until_ready_or_error().await;
-        let code = error_code(&msgs);
-        assert!(code.as_deref() == Some("08P01"), "{name}: {msgs:?}");
+        if answer.is_some() {
+            tls.send(&packet).await;
+            let msgs = tls.read_until_ready_or_error().await;
+            assert_eq!(error_code(&msgs).as_deref(), answer, "{name}: {msgs:?}");
+        } else {
+            // Closed after the length word: the rest of the packet may meet a reset.
+            use tokio::io::AsyncWriteExt;
+            let _ = tls.stream.write_all(&packet).await;
+            let _ = tls.stream.flush().await;
+        }
         assert!(tls.closed_within(Duration::from_secs(5)).await, "{name}");
     }
     let client = pg_connect(proxy.port(), "orders", "orders", "orders")

@@ -342,3 +342,23 @@ async fn an_early_error_reaches_a_client_that_is_still_writing() {
     }
     proxy.stop().await;
 }
+
+/// node-postgres' quick-disconnect test: a client ended while it connects writes its Terminate
+/// ahead of its SSLRequest. Postgres reads a length word out of range, logs it and closes
+/// without a byte; pgvalet answered FATAL 08P01, which node-postgres reports as "There was an
+/// error establishing an SSL connection" for the client the application had already ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminate_ahead_of_the_ssl_request_is_closed_without_a_word() {
+    let c = common::cluster();
+    let proxy = Proxy::start().await;
+    let terminate_then_ssl_request = [b'X', 0, 0, 0, 4, 0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    for (way, port) in [("postgres", c.port), ("pgvalet", proxy.port())] {
+        let mut raw = Raw::connect(port).await;
+        raw.send(&terminate_then_ssl_request).await;
+        assert!(
+            raw.closed_within(Duration::from_secs(5)).await,
+            "{way} closes without a byte"
+        );
+    }
+    proxy.stop().await;
+}

@@ -187,3 +187,45 @@ async fn node_postgres_in_session_and_transaction_mode() {
     assert!(proxy.cancels.is_empty(), "every key was withdrawn");
     proxy.stop().await;
 }
+
+/// node-postgres' quick-disconnect test, 20 clients ended right after `connect()`: each writes
+/// its Terminate ahead of its SSLRequest, and no error may reach the application for them,
+/// direct or through pgvalet in either mode. Postgres closes such a connection without a word;
+/// while pgvalet answered it with FATAL 08P01, about half the clients reported "There was an
+/// error establishing an SSL connection".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_clients_ended_while_connecting_see_no_error() {
+    let drivers = root().join("tests/drivers");
+    let script = drivers.join("node_quick_disconnect.js");
+    let c = common::cluster();
+    let direct_port = c.port.to_string();
+    let direct = [
+        direct_port.as_str(),
+        "orders_svc",
+        "orders",
+        c.password("orders_svc"),
+    ];
+    let proxy = Proxy::start_with("", ROUTES).await;
+    let port = proxy.port().to_string();
+    let ways = [
+        ("direct", &direct[..]),
+        ("session", &[port.as_str(), "sess", "orders"][..]),
+        ("transaction", &[port.as_str(), "txn", "orders"][..]),
+    ];
+    for (way, args) in ways {
+        let out = run(
+            &format!("node_quick_disconnect.js ({way})"),
+            Command::new("node")
+                .arg(&script)
+                .arg(args[0])
+                .arg(pki())
+                .args(&args[1..]),
+        )
+        .await;
+        assert!(
+            out.contains("20 clients ended while connecting, no error"),
+            "{way}: {out}"
+        );
+    }
+    proxy.stop().await;
+}

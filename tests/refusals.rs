@@ -199,21 +199,26 @@ async fn bytes_after_ssl_request_are_refused() {
     proxy.stop().await;
 }
 
+/// A first packet whose length word is out of range is closed without a word, as Postgres closes
+/// it (it logs such a packet and answers nothing); one of the right length but the wrong shape
+/// gets Postgres' FATAL 08P01.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_and_garbage_first_packets_are_protocol_errors() {
     let proxy = Proxy::start().await;
+    let unanswered: Vec<(&str, Vec<u8>)> = vec![
+        ("oversize", 10_001u32.to_be_bytes().to_vec()),
+        ("http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("short", vec![0, 0, 0, 4]),
+    ];
+    for (name, bytes) in unanswered {
+        let mut raw = Raw::connect(proxy.port()).await;
+        raw.send(&bytes).await;
+        assert!(
+            raw.closed_within(Duration::from_secs(5)).await,
+            "{name}: closed without a byte"
+        );
+    }
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "oversize",
-            10_001u32.to_be_bytes().to_vec(),
-            "invalid startup packet length 10001",
-        ),
-        (
-            "http",
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            "invalid startup packet length",
-        ),
-        ("short", vec![0, 0, 0, 4], "invalid startup packet length 4"),
         (
             "no terminator",
             [&[0u8, 0, 0, 14, 0, 3, 0, 0][..], b"user\0x"].concat(),
@@ -247,8 +252,7 @@ async fn oversize_and_garbage_first_packets_are_protocol_errors() {
         .await
         .unwrap();
     tls.send(&1_000_000u32.to_be_bytes()).await;
-    let msgs = tls.read_until_ready_or_error().await;
-    assert_eq!(error_code(&msgs).as_deref(), Some("08P01"));
+    assert!(tls.closed_within(Duration::from_secs(5)).await);
     // A protocol version pgvalet does not speak.
     let mut raw = Raw::connect(proxy.port()).await;
     raw.send(&startup_packet(0x0002_0000, &[("user", "orders")]))
