@@ -117,6 +117,22 @@ impl ProxyProcess {
         None
     }
 
+    /// pgvalet's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of pgvalet's `/proc/PID/status` in KiB: `VmRSS` (resident now) or `VmHWM`
+    /// (the most it has been resident).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
