@@ -339,7 +339,11 @@ async fn admit<'s>(
         long: client.startup.served_minor() >= 2,
         issuer: local,
     });
-    ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
+    ticket.serve(
+        backend
+            .key
+            .map(|key| (backend.target.clone(), backend.peer, key)),
+    );
     let greeting = greeting(&client, &mut backend, &ticket);
     tracing::info!(
         %peer, endpoint, identity, route = %route.name, user = %client.user,
