@@ -29,11 +29,11 @@
 //! - [`credentials`]: where database logins come from (Secrets Manager, file, env, RDS IAM
 //!   tokens made on the spot), cached through rotation, with secret values hidden.
 //! - [`pool`]: backend connection pools per (route, database, backend); session and
-//!   transaction mode.
+//!   transaction mode; `pool::dns` closes connections to addresses the backend's host name left.
 //! - [`backend`]: connecting and logging in to Postgres (TLS with an optional client
-//!   certificate, SCRAM with channel binding, MD5), the targets of a configuration
-//!   (`backend::targets`), and the client settings applied to each borrowed connection
-//!   (`backend::settings`).
+//!   certificate, SCRAM with channel binding, MD5), where a host name points
+//!   (`backend::address`), the targets of a configuration (`backend::targets`), and the client
+//!   settings applied to each borrowed connection (`backend::settings`).
 //! - [`iam`]: RDS IAM auth tokens: reading and checking them (SigV4), and making them.
 //! - [`cancel`]: pgvalet's own cancel keys (3.0 and 3.2 layouts), their forwarding.
 //! - [`crypto`]: HMAC-SHA-256 and constant-time comparison, shared by SCRAM and cancel keys.

@@ -23,6 +23,9 @@ pub const HANDSHAKES: &str = "pgvalet_handshakes_total";
 pub const HANDSHAKE_SECONDS: &str = "pgvalet_handshake_duration_seconds";
 /// Backend logins by `backend` and `outcome` (ok, failed).
 pub const BACKEND_CONNECTS: &str = "pgvalet_backend_connects_total";
+/// Backend connections closed because their backend's host name no longer resolves to the
+/// address they went to (a failover moved it), by `backend`.
+pub const BACKEND_MOVED: &str = "pgvalet_backend_moved_total";
 /// Whether the last reachability check of each `backend` connected (1) or not (0).
 pub const BACKEND_REACHABLE: &str = "pgvalet_backend_reachable";
 /// Pool connections by `route`, `database`, `backend` and `state` (idle, active).
@@ -105,6 +108,10 @@ fn describe() {
         "From accept to the session's start or refusal."
     );
     describe_counter!(BACKEND_CONNECTS, "Backend logins by backend and outcome.");
+    describe_counter!(
+        BACKEND_MOVED,
+        "Backend connections closed because the backend's host name left their address."
+    );
     describe_gauge!(
         BACKEND_REACHABLE,
         "1 if the last reachability check of the backend connected."
@@ -160,6 +167,10 @@ pub fn handshake(endpoint: &'static str, outcome: &'static str, took: Duration) 
 pub fn backend_connect(backend: &str, ok: bool) {
     let outcome = if ok { "ok" } else { "failed" };
     counter!(BACKEND_CONNECTS, "backend" => backend.to_owned(), "outcome" => outcome).increment(1);
+}
+
+pub fn backend_moved(backend: &str) {
+    counter!(BACKEND_MOVED, "backend" => backend.to_owned()).increment(1);
 }
 
 pub fn secret_fetch(credentials: &str, ok: bool) {

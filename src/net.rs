@@ -1,9 +1,10 @@
 //! Socket helpers shared by the client and backend sides.
 
 use std::io;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Peeks at a socket once, without waiting: `None` when nothing has arrived, otherwise what a
@@ -34,5 +35,56 @@ pub async fn accept(
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// A stream whose TLS layer may hold records of its own to send.
+pub trait TlsPending {
+    fn wants_write(&self) -> bool;
+}
+
+impl TlsPending for tokio_rustls::server::TlsStream<TcpStream> {
+    fn wants_write(&self) -> bool {
+        self.get_ref().1.wants_write()
+    }
+}
+
+/// Reads a TLS stream and sends at once what TLS queued of its own while reading: the warning
+/// alert that refuses a TLS 1.2 renegotiation. tokio-rustls sends such records only with the
+/// next write or flush, and a peer that waits for them says nothing more meanwhile, so both
+/// sides would wait until a timeout. Writes pass through.
+pub struct Answering<'a, S>(pub &'a mut S);
+
+impl<S: AsyncRead + AsyncWrite + TlsPending + Unpin> AsyncRead for Answering<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = &mut *self.get_mut().0;
+        let read = Pin::new(&mut *stream).poll_read(cx, buf);
+        // A flush that is pending wakes this task when the socket has room.
+        if stream.wants_write()
+            && let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Answering<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
     }
 }

@@ -1,11 +1,14 @@
 //! Connecting to a Postgres backend: TCP, TLS (SSLRequest, then rustls), the StartupMessage,
 //! login as the route's credentials, and the greeting up to the first ReadyForQuery.
 
+mod address;
 mod auth;
 pub mod settings;
 mod stream;
 mod targets;
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use crate::protocol::backend as msg;
 use crate::protocol::frame;
 use crate::tls::backend::{ClientCert, ClientCertFiles};
 
+pub use address::Answer;
 pub use auth::{Login, Step, StepError};
 pub use settings::ClientSettings;
 pub use stream::BackendStream;
@@ -39,6 +43,8 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub connect_timeout: Duration,
+    /// How often a pool resolves `host` again while it holds connections.
+    pub dns_refresh_interval: Duration,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// Whether `server_name` was configured, or follows `host`.
     explicit_server_name: bool,
@@ -79,6 +85,7 @@ impl Target {
             host: config.host.clone(),
             port: config.port,
             connect_timeout: config.connect_timeout,
+            dns_refresh_interval: config.dns_refresh_interval,
             tls,
             explicit_server_name: config.server_name.is_some(),
             client_cert: loaded_cert,
@@ -106,6 +113,7 @@ impl Target {
             host: host.to_owned(),
             port: port.unwrap_or(self.port),
             connect_timeout: self.connect_timeout,
+            dns_refresh_interval: self.dns_refresh_interval,
             tls,
             explicit_server_name: self.explicit_server_name,
             client_cert: self.client_cert.clone(),
@@ -120,17 +128,46 @@ impl Target {
         }
     }
 
-    /// Opens the transport: TCP, then TLS unless `tls = "disable"`. Used for sessions and for
-    /// forwarding cancel requests alike.
+    /// Opens the transport to the host's address as the resolver gives it now: TCP, then TLS
+    /// unless `tls = "disable"`.
     pub async fn open(&self) -> Result<BackendStream, BackendError> {
-        let addr = self.addr();
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let answer = self.resolve().await?;
+        Ok(self.open_at(&answer.addrs).await?.0)
+    }
+
+    /// The host's addresses, asked of the resolver now.
+    pub async fn resolve(&self) -> Result<Answer, BackendError> {
+        Answer::resolve(&self.host, self.port)
             .await
             .map_err(|source| BackendError::Connect {
                 backend: self.name.clone(),
-                addr: addr.clone(),
+                addr: self.addr(),
                 source,
-            })?;
+            })
+    }
+
+    /// Opens the transport to the first of `addrs` that takes a TCP connection, and says which
+    /// one that was. TLS checks the certificate against the configured name, whatever the
+    /// address.
+    pub async fn open_at(
+        &self,
+        addrs: &[SocketAddr],
+    ) -> Result<(BackendStream, SocketAddr), BackendError> {
+        let mut failed = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
+        for &addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return Ok((self.start_tls(tcp).await?, addr)),
+                Err(e) => failed = e,
+            }
+        }
+        Err(BackendError::Connect {
+            backend: self.name.clone(),
+            addr: self.addr(),
+            source: failed,
+        })
+    }
+
+    async fn start_tls(&self, tcp: TcpStream) -> Result<BackendStream, BackendError> {
         let _ = tcp.set_nodelay(true);
         let Some((client, server_name)) = &self.tls else {
             return Ok(BackendStream::Plain(tcp));
@@ -183,6 +220,9 @@ pub struct Request<'a> {
 pub struct Connection {
     pub stream: BackendStream,
     pub target: Arc<Target>,
+    /// The address it went to, and what the target's host resolved to then.
+    pub peer: SocketAddr,
+    pub resolved: Answer,
     /// ParameterStatus values the backend reported, in order.
     pub params: Vec<(String, String)>,
     /// The backend's own cancel key (process id, secret).
@@ -262,7 +302,8 @@ async fn connect_inner(
     target: Arc<Target>,
     request: &Request<'_>,
 ) -> Result<Connection, BackendError> {
-    let mut stream = target.open().await?;
+    let resolved = target.resolve().await?;
+    let (mut stream, peer) = target.open_at(&resolved.addrs).await?;
     let backend = target.name.clone();
     let protocol = |what: String| BackendError::Protocol {
         backend: backend.clone(),
@@ -300,6 +341,8 @@ async fn connect_inner(
     let mut connection = Connection {
         stream,
         target: target.clone(),
+        peer,
+        resolved,
         params: Vec::new(),
         key: None,
         notices: Vec::new(),
@@ -495,13 +538,18 @@ async fn write(
         })
 }
 
-/// Sends a CancelRequest for the backend process `key` over a fresh connection to the target,
-/// as Postgres expects, and waits until Postgres closes that connection: it does so once it has
+/// Sends a CancelRequest for the backend process `key` over a fresh connection to `addr`, the
+/// target's address that process runs at (the host name may point elsewhere by now), as
+/// Postgres expects, and waits until Postgres closes that connection: it does so once it has
 /// signalled the backend, and a driver that waits for its own cancel connection to close before
 /// its next query (libpq, asyncpg) relies on that order.
-pub async fn cancel(target: &Target, key: (i32, i32)) -> Result<(), BackendError> {
+pub async fn cancel(
+    target: &Target,
+    addr: SocketAddr,
+    key: (i32, i32),
+) -> Result<(), BackendError> {
     let send = async {
-        let mut stream = target.open().await?;
+        let (mut stream, _) = target.open_at(&[addr]).await?;
         let mut out = BytesMut::new();
         frontend::cancel_request(key.0, key.1, &mut out);
         write(&mut stream, &out, &target.name).await?;

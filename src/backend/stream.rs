@@ -27,6 +27,15 @@ impl BackendStream {
     }
 }
 
+impl crate::net::TlsPending for BackendStream {
+    fn wants_write(&self) -> bool {
+        match self {
+            BackendStream::Plain(_) => false,
+            BackendStream::Tls(s) => s.get_ref().1.wants_write(),
+        }
+    }
+}
+
 impl AsyncRead for BackendStream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -5,14 +5,16 @@
 pub mod key;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::{self, Target};
 use crate::protocol::startup::CancelKey;
 pub use key::{Wanted, instance_of};
 
-/// Which backend process a client's cancel goes to, if it is running anything.
-type Slot = Option<(Arc<Target>, (i32, i32))>;
+/// Which backend process a client's cancel goes to, if it is running anything: its target, the
+/// address it runs at, and its key.
+type Slot = Option<(Arc<Target>, SocketAddr, (i32, i32))>;
 
 struct Entry {
     secret: Box<[u8]>,
@@ -126,10 +128,10 @@ impl Registry {
             let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.clone()
         };
-        let Some((target, backend_key)) = target else {
+        let Some((target, addr, backend_key)) = target else {
             return Outcome::Idle;
         };
-        match backend::cancel(&target, backend_key).await {
+        match backend::cancel(&target, addr, backend_key).await {
             Ok(()) => Outcome::Forwarded,
             Err(e) => {
                 tracing::warn!(error = %e, "could not forward a cancel request");
@@ -185,8 +187,9 @@ impl Ticket {
         &self.secret
     }
 
-    /// Points cancels at `backend` (its real key), or at nothing with `None`.
-    pub fn serve(&self, backend: Option<(Arc<Target>, (i32, i32))>) {
+    /// Points cancels at `backend` (at its address, with its real key), or at nothing with
+    /// `None`.
+    pub fn serve(&self, backend: Option<(Arc<Target>, SocketAddr, (i32, i32))>) {
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = backend;
     }
 }

@@ -229,6 +229,11 @@ pub struct BackendConfig {
     /// TLS handshake). One that fails leaves the rotation until a check passes again.
     #[serde(default = "defaults::check_interval", with = "duration_serde")]
     pub check_interval: Duration,
+    /// How often `host` is resolved again while pgvalet holds connections to it (it is also
+    /// resolved at each new connection). Pooled connections to an address the name no longer
+    /// gives are closed: idle ones at once, busy ones when their client gives them back.
+    #[serde(default = "defaults::dns_refresh_interval", with = "duration_serde")]
+    pub dns_refresh_interval: Duration,
     /// PEM client certificate (chain) pgvalet presents in the TLS handshake, for backends whose
     /// pg_hba says `cert` (or `clientcert=verify-full`); a file or `env:NAME`.
     pub client_cert: Option<PathBuf>,
@@ -256,6 +261,10 @@ mod defaults {
     }
     pub fn check_interval() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn dns_refresh_interval() -> Duration {
+        // PgBouncer's dns_max_ttl.
+        Duration::from_secs(15)
     }
     pub fn max_clients() -> usize {
         10_000

@@ -345,6 +345,10 @@ fn endpoints_and_readers_are_checked() {
     assert_eq!(c.endpoints[0].role, EndpointRole::ReadOnly);
     assert!(c.endpoints[0].serves("orders") && !c.endpoints[0].serves("billing"));
     assert_eq!(c.backends["r1"].check_interval, Duration::from_secs(5));
+    assert_eq!(
+        c.backends["r1"].dns_refresh_interval,
+        Duration::from_secs(15)
+    );
     let endpoint = |fields: &str| format!("[[endpoints]]\n{fields}\n");
     for (main_extra, tables, key) in [
         (
@@ -366,6 +370,11 @@ fn endpoints_and_readers_are_checked() {
             "",
             format!("{reader}check_interval = 0\n"),
             "backends.r1.check_interval",
+        ),
+        (
+            "dns_refresh_interval = \"0s\"",
+            String::new(),
+            "backends.main.dns_refresh_interval",
         ),
         (
             "",

@@ -112,11 +112,16 @@ impl Config {
                     Some(_) => {}
                 }
             }
-            if backend.check_interval.is_zero() {
-                return fail(
-                    format!("backends.{name}.check_interval"),
-                    "must be longer than 0".into(),
-                );
+            for (key, interval) in [
+                ("check_interval", backend.check_interval),
+                ("dns_refresh_interval", backend.dns_refresh_interval),
+            ] {
+                if interval.is_zero() {
+                    return fail(
+                        format!("backends.{name}.{key}"),
+                        "must be longer than 0".into(),
+                    );
+                }
             }
         }
         for (name, credentials) in &self.credentials {

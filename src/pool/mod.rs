@@ -14,6 +14,7 @@
 //! `max_connections` (less the superuser reserve) and the pool grows to its share.
 
 mod connect;
+mod dns;
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -139,6 +140,8 @@ pub struct Pool {
     /// share-sized pool), else the pool's size.
     idle_base: AtomicUsize,
     idle: Mutex<Vec<Idle>>,
+    /// Where the backend's host name points, as far as the pool knows.
+    dns: Mutex<dns::Dns>,
     waiting: AtomicUsize,
     pins: AtomicUsize,
     borrow_wait: metrics::Histogram,
@@ -232,7 +235,7 @@ impl Pool {
             let candidate = self.idle().pop();
             let Some(mut idle) = candidate else { break };
             let now = Instant::now();
-            if self.expired(&idle, now) {
+            if self.expired(&idle, now) || self.retire_if_moved(&idle.conn, "idle") {
                 continue;
             }
             if idle.conn.stream.has_unread_input().await || !idle.conn.pending.is_empty() {
@@ -295,6 +298,7 @@ impl Pool {
             self.grow_to_share(conn, percent).await;
         }
         let mut conn = conn?;
+        self.learn_address(&conn);
         self.run_init_query(&mut conn).await?;
         Ok(conn)
     }
@@ -352,14 +356,18 @@ impl Pool {
     }
 
     /// Closes idle connections past their idle time or lifetime (keeping `min_idle` of those
-    /// merely idle), then opens connections up to `min_idle`.
+    /// merely idle) or to an address the backend's host name no longer gives (resolved again
+    /// when it is due), then opens connections up to `min_idle`.
     pub async fn maintain(self: &Arc<Self>) {
+        self.refresh_address().await;
         {
             // Connections are pushed as they come back, so the list runs from the longest idle
             // to the most recently used; borrowing pops the most recent.
             let settings = &self.settings;
             let mut idle = self.idle();
-            idle.retain(|c| c.born.elapsed() < settings.max_lifetime);
+            idle.retain(|c| {
+                c.born.elapsed() < settings.max_lifetime && !self.retire_if_moved(&c.conn, "idle")
+            });
             while idle.len() > settings.min_idle
                 && idle
                     .first()
@@ -434,7 +442,11 @@ impl Pooled {
             _permit: permit,
         } = self;
         let now = Instant::now();
-        if !clean || conn.status != b'I' || now.duration_since(born) >= pool.settings.max_lifetime {
+        if !clean
+            || conn.status != b'I'
+            || now.duration_since(born) >= pool.settings.max_lifetime
+            || pool.retire_if_moved(&conn, "released")
+        {
             return;
         }
         if (pool.settings.mode == PoolMode::Session || dirty)
@@ -540,6 +552,7 @@ impl Pools {
                     sized: AtomicBool::new(false),
                     idle_base: AtomicUsize::new(initial),
                     idle: Mutex::new(Vec::new()),
+                    dns: Mutex::default(),
                     waiting: AtomicUsize::new(0),
                     pins: AtomicUsize::new(0),
                     borrow_wait: crate::metrics::borrow_wait(&route.name),

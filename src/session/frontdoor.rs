@@ -14,6 +14,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::authz::Identity;
 use crate::error::{ClientError, FrontError};
+use crate::net::Answering;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{self, CancelKey, FirstPacket, Startup, StartupError};
 use crate::tls::ALPN_POSTGRESQL;
@@ -188,7 +189,8 @@ pub async fn proxy_header(
 
 /// Reads the first packet inside TLS: a StartupMessage, or a CancelRequest.
 async fn read_startup(tls: &mut TlsStream<TcpStream>) -> Result<Request, FrontError> {
-    let startup = match read_first_packet(tls, "reading the startup packet").await? {
+    let startup = match read_first_packet(&mut Answering(tls), "reading the startup packet").await?
+    {
         FirstPacket::Startup(s) => s,
         FirstPacket::Cancel(key) => return Ok(Request::Cancel(key)),
         FirstPacket::SslRequest => return Err(FrontError::UnexpectedInsideTls("SSL request")),

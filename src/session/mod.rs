@@ -30,6 +30,7 @@ use crate::cancel::{self, Registry};
 use crate::config::{AuthMode, PoolMode, RouteConfig};
 use crate::error::{ClientError, FrontError};
 use crate::metrics::{ClientPhase, ClientState, Traffic};
+use crate::net::Answering;
 use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::messages;
 use crate::protocol::startup::CancelKey;
@@ -241,8 +242,8 @@ async fn admit<'s>(
             .get(credentials)
             .map(|c| c.previous_grace)
             .unwrap_or_default();
-        let checked =
-            password::authenticate(&mut client.tls, &client.user, cache, grace, &state.scram);
+        let mut tls = Answering(&mut client.tls);
+        let checked = password::authenticate(&mut tls, &client.user, cache, grace, &state.scram);
         let outcome = match tokio::time::timeout_at(deadline, checked).await {
             Ok(outcome) => outcome,
             Err(_) => Err(password::PasswordError::Io(
@@ -259,7 +260,8 @@ async fn admit<'s>(
             return None;
         };
         let (host, port) = state.iam_endpoint_of(endpoint, verifier);
-        let checked = iam::authenticate(&mut client.tls, &client.user, verifier, (host, port));
+        let mut tls = Answering(&mut client.tls);
+        let checked = iam::authenticate(&mut tls, &client.user, verifier, (host, port));
         let outcome = match tokio::time::timeout_at(deadline, checked).await {
             Ok(outcome) => outcome,
             Err(_) => Err(crate::iam::IamError::Io(
@@ -337,7 +339,11 @@ async fn admit<'s>(
         long: client.startup.served_minor() >= 2,
         issuer: local,
     });
-    ticket.serve(backend.key.map(|key| (backend.target.clone(), key)));
+    ticket.serve(
+        backend
+            .key
+            .map(|key| (backend.target.clone(), backend.peer, key)),
+    );
     let greeting = greeting(&client, &mut backend, &ticket);
     tracing::info!(
         %peer, endpoint, identity, route = %route.name, user = %client.user,

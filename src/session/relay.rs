@@ -555,8 +555,11 @@ impl State<'_> {
         match self.pool.borrow(&self.settings).await {
             Ok(backend) => {
                 self.client_state.set(ClientPhase::Active);
-                self.ticket
-                    .serve(backend.key.map(|key| (backend.target.clone(), key)));
+                self.ticket.serve(
+                    backend
+                        .key
+                        .map(|key| (backend.target.clone(), backend.peer, key)),
+                );
                 self.backend = Some(backend);
                 Ok(())
             }

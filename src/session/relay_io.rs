@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::backend::BackendStream;
+use crate::net::{Answering, TlsPending};
 
 /// How much one direction holds ready to write before the relay stops reading its source.
 const BUFFER_CAP: usize = 256 * 1024;
@@ -229,12 +230,14 @@ fn send<W: AsyncWrite + Unpin>(
     Ok((written, written > 0))
 }
 
-fn receive<R: AsyncRead + Unpin>(
+/// Reads what `r` has into `buf`, sending what its TLS layer has to say of its own meanwhile
+/// (see [`Answering`]).
+fn receive<R: AsyncRead + AsyncWrite + TlsPending + Unpin>(
     cx: &mut Context<'_>,
     r: &mut R,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
-    pin!(r.read_buf(buf)).poll(cx)
+    pin!(Answering(r).read_buf(buf)).poll(cx)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod clients;
 pub mod moto;
+pub mod openssl;
 #[path = "../../examples/devpki/pki.rs"]
 pub mod pki;
 pub mod postgres;

@@ -96,6 +96,12 @@ pub struct Setup<'a> {
     pub client_ca: Option<&'a Path>,
     /// Copy this cluster (pg_basebackup) and run as its hot standby, instead of initdb.
     pub primary: Option<&'a Cluster>,
+    /// Listen on this loopback address and port, in place of 127.0.0.1 and a free port (another
+    /// cluster may have the same port on another address).
+    pub listen: Option<(&'a str, u16)>,
+    /// Give the roles this cluster's passwords: a server of its own that the same credentials
+    /// log in to.
+    pub passwords_of: Option<&'a Cluster>,
 }
 
 impl Cluster {
@@ -123,7 +129,8 @@ impl Cluster {
             .tempdir_in("/tmp")
             .unwrap()
             .keep();
-        let port = free_port();
+        let (address, port) = setup.listen.unwrap_or(("127.0.0.1", 0));
+        let port = if port == 0 { free_port() } else { port };
         let data = dir.join("data");
         let socket_dir = dir.join("run");
         std::fs::create_dir_all(&socket_dir).unwrap();
@@ -138,8 +145,8 @@ impl Cluster {
         ] {
             std::fs::copy(from, dir.join(target)).unwrap();
         }
-        let passwords: Vec<(String, String)> = match primary {
-            Some(primary) => primary.passwords.clone(),
+        let passwords: Vec<(String, String)> = match primary.or(setup.passwords_of) {
+            Some(other) => other.passwords.clone(),
             None => ROLES
                 .iter()
                 .map(|(r, _)| (r.to_string(), random_password()))
@@ -189,7 +196,7 @@ impl Cluster {
         }
         let d = |p: &Path| sh_quote(&p.display().to_string());
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sock} -c ssl=on \
+            "-c listen_addresses={address} -c port={port} -c unix_socket_directories={sock} -c ssl=on \
              -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key -c ssl_ca_file={dir}/ca.crt \
              -c hba_file={dir}/pg_hba.conf -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
              -c max_connections=200 -c shared_buffers=32MB -c log_min_messages=warning",

@@ -41,6 +41,39 @@ impl ProxyProcess {
         dir: tempfile::TempDir,
         env: &[(&str, &str)],
     ) -> Result<ProxyProcess, String> {
+        ProxyProcess::start_command(config, dir, env, &[])
+    }
+
+    /// As [`ProxyProcess::start`], in a mount namespace of its own where the file `hosts` is
+    /// mounted over /etc/hosts: the test moves pgvalet's host names by rewriting it (in place:
+    /// the mount holds its inode), and the machine's own /etc/hosts is never touched.
+    pub fn start_with_hosts(
+        config: &str,
+        dir: tempfile::TempDir,
+        hosts: &std::path::Path,
+    ) -> Result<ProxyProcess, String> {
+        let hosts = hosts.display().to_string();
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+            &hosts,
+        ];
+        ProxyProcess::start_command(config, dir, &[], &wrapper)
+    }
+
+    /// Starts pgvalet, run by `wrapper` (a command and its arguments, to which pgvalet's own are
+    /// added) when that is not empty.
+    fn start_command(
+        config: &str,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<ProxyProcess, String> {
         let port = super::postgres::free_port();
         let config = config.replace(
             "listen_addr = \"127.0.0.1:0\"",
@@ -48,7 +81,16 @@ impl ProxyProcess {
         );
         let path = dir.path().join("pgvalet.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pgvalet"))
+        let pgvalet = env!("CARGO_BIN_EXE_pgvalet");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(pgvalet);
+                c
+            }
+            None => Command::new(pgvalet),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -115,6 +157,22 @@ impl ProxyProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// pgvalet's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of pgvalet's `/proc/PID/status` in KiB: `VmRSS` (resident now) or `VmHWM`
+    /// (the most it has been resident).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
     }
 
     pub fn logs(&self) -> String {
