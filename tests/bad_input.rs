@@ -18,16 +18,7 @@ async fn logged_in(
     port: u16,
     user: &str,
 ) -> Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut raw = Raw::connect(port)
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
-    raw.send(&startup_packet(
-        196_608,
-        &[("user", user), ("database", "orders")],
-    ))
-    .await;
+    let mut raw = Raw::startup(port, &[("user", user), ("database", "orders")]).await;
     let msgs = raw.read_until_ready_or_error().await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{user}: {msgs:?}");
     raw

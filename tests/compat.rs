@@ -31,14 +31,9 @@ async fn login(
     user: &str,
     extra: &[(&str, &str)],
 ) -> (Raw<TlsStream<TcpStream>>, Vec<Msg>) {
-    let mut raw = Raw::connect(port)
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
     let mut params = vec![("user", user), ("database", "orders")];
     params.extend_from_slice(extra);
-    raw.send(&startup_packet(196_608, &params)).await;
+    let mut raw = Raw::startup(port, &params).await;
     let msgs = raw.read_until_ready_or_error().await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
     (raw, msgs)

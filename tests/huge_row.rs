@@ -183,15 +183,10 @@ async fn a_client_that_stops_reading_a_500_mb_row_holds_no_memory_and_frees_its_
     drop(warm);
     let before = proxy.memory_kib("VmHWM");
 
-    let mut raw = Raw::connect(proxy.port)
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
-    raw.send(&startup_packet(
-        196_608,
+    let mut raw = Raw::startup(
+        proxy.port,
         &[("user", "orders_txn"), ("database", "orders")],
-    ))
+    )
     .await;
     let msgs = raw.read_until_ready_or_error().await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");

@@ -80,14 +80,9 @@ async fn session_mode_reuses_connections_and_resets_them() {
 
 /// A session on `route` with these startup parameters; returns the settings it sees.
 async fn settings_seen(port: u16, route: &str, params: &[(&str, &str)]) -> Vec<String> {
-    let mut tls = Raw::connect(port)
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
     let mut all = vec![("user", route), ("database", "orders")];
     all.extend_from_slice(params);
-    tls.send(&startup_packet(196_608, &all)).await;
+    let mut tls = Raw::startup(port, &all).await;
     let msgs = tls.read_until_ready_or_error().await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
     let sql = "select current_setting('application_name'), current_setting('TimeZone'), \
@@ -141,13 +136,8 @@ async fn client_settings_follow_the_client_not_the_connection() {
         );
     }
     // Options Postgres does not take are refused as Postgres refuses them.
-    let mut tls = Raw::connect(proxy.port())
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
     let params = [("user", "sess"), ("database", "orders"), ("options", "-x")];
-    tls.send(&startup_packet(196_608, &params)).await;
+    let mut tls = Raw::startup(proxy.port(), &params).await;
     let msgs = tls.read_until_ready_or_error().await;
     assert_eq!(error_code(&msgs).as_deref(), Some("42601"), "{msgs:?}");
     assert_eq!(
@@ -260,16 +250,7 @@ async fn borrow_storm_ends_in_clean_53300_and_a_full_pool() {
 
 /// Opens a TLS session on `user` and sends `messages`, then drops the connection without a word.
 async fn leave_abruptly(port: u16, user: &str, messages: &[Vec<u8>]) {
-    let mut tls = Raw::connect(port)
-        .await
-        .start_tls(Some("orders"))
-        .await
-        .unwrap();
-    tls.send(&startup_packet(
-        196_608,
-        &[("user", user), ("database", "orders")],
-    ))
-    .await;
+    let mut tls = Raw::startup(port, &[("user", user), ("database", "orders")]).await;
     let msgs = tls.read_until_ready_or_error().await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
     for m in messages {

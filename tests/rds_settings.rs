@@ -38,16 +38,7 @@ max_idle_connections_percent = 1
 async fn idle_clients_are_closed_busy_ones_are_not() {
     let proxy = Proxy::start_with("idle_client_timeout = \"1s\"", ROUTES).await;
     for user in ["rds", "rds_txn"] {
-        let mut idle = Raw::connect(proxy.port())
-            .await
-            .start_tls(Some("orders"))
-            .await
-            .unwrap();
-        idle.send(&startup_packet(
-            196_608,
-            &[("user", user), ("database", "orders")],
-        ))
-        .await;
+        let mut idle = Raw::startup(proxy.port(), &[("user", user), ("database", "orders")]).await;
         let msgs = idle.read_until_ready_or_error().await;
         assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
         let started = Instant::now();

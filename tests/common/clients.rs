@@ -211,6 +211,21 @@ impl Raw<TcpStream> {
         }
     }
 
+    /// TLS with the `orders` client certificate, then a protocol 3.0 startup packet of `params`;
+    /// what pgvalet answers is left to read.
+    pub async fn startup(
+        port: u16,
+        params: &[(&str, &str)],
+    ) -> Raw<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut raw = Raw::connect(port)
+            .await
+            .start_tls(Some("orders"))
+            .await
+            .unwrap();
+        raw.send(&startup_packet(196_608, params)).await;
+        raw
+    }
+
     /// SSLRequest, expect 'S', then a TLS handshake with `cert`.
     pub async fn start_tls(
         mut self,

@@ -121,14 +121,7 @@ impl SClient {
 
     /// Waits up to `within` for s_client to exit.
     pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        super::process::exited_within(&mut self.child, within)
     }
 }
 
