@@ -156,7 +156,7 @@ async fn tls13_key_updates_keep_a_session_and_a_flood_of_them_ends_it() {
     assert!(s.wait_for_trace(CLIENT_KEY_UPDATE));
     assert!(marker(&mut s, 2));
     s.command("K").unwrap();
-    assert!(wait_for_count(&s, CLIENT_KEY_UPDATE, 2));
+    assert!(wait_for_count(&mut s, CLIENT_KEY_UPDATE, 2));
     assert!(!s.trace().contains(SERVER_KEY_UPDATE));
     assert!(marker(&mut s, 3));
     assert!(s.trace().contains(SERVER_KEY_UPDATE), "{}", s.trace());
@@ -167,7 +167,7 @@ async fn tls13_key_updates_keep_a_session_and_a_flood_of_them_ends_it() {
         for _ in 0..20 {
             s.command("k").unwrap();
             sent += 1;
-            assert!(wait_for_count(&s, CLIENT_KEY_UPDATE, sent));
+            assert!(wait_for_count(&mut s, CLIENT_KEY_UPDATE, sent));
         }
         assert!(marker(&mut s, 10 + round), "round {round}");
     }
@@ -175,12 +175,9 @@ async fn tls13_key_updates_keep_a_session_and_a_flood_of_them_ends_it() {
     // With nothing between them, the 33rd KeyUpdate in a row ends the session (rustls allows
     // 32, as BoringSSL does): a close with no alert.
     let before_flood = sent;
-    while s.exited_within(Duration::ZERO).is_none() && sent < before_flood + 100 {
-        if s.command("k").is_err() {
-            break;
-        }
+    while sent < before_flood + 100 && s.command("k").is_ok() {
         sent += 1;
-        if !wait_for_count(&s, CLIENT_KEY_UPDATE, sent) {
+        if !wait_for_count(&mut s, CLIENT_KEY_UPDATE, sent) {
             break;
         }
     }
@@ -224,14 +221,17 @@ async fn a_tls12_client_is_refused_where_tls13_is_the_minimum() {
     assert!(marker(&mut new, 1));
 }
 
-/// Waits up to 20 s until `needle` appears `n` times in the trace.
-fn wait_for_count(s: &SClient, needle: &str, n: usize) -> bool {
+/// Waits up to 20 s until `needle` appears `n` times in the trace; false at once if s_client
+/// has exited.
+fn wait_for_count(s: &mut SClient, needle: &str, n: usize) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         if s.trace().matches(needle).count() >= n {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        if s.exited_within(Duration::from_millis(10)).is_some() {
+            return false;
+        }
     }
     false
 }
