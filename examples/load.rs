@@ -1,6 +1,7 @@
 //! Load for pgvalet: many TLS clients with a client certificate, most of them idle, a few running
 //! transactions. `scripts/load.sh` starts a Postgres and a pgvalet of its own and runs this
-//! against them; run alone, it needs a pgvalet with a transaction-mode route:
+//! against them, then against a PgBouncer in the same run; run alone, it needs a pgvalet with a
+//! transaction-mode route:
 //!
 //!     cargo run --release --example load -- --port 6432 --user orders --database orders \
 //!         --clients 10000 --active 200 --seconds 20 --pid "$(pgrep -x pgvalet)"
@@ -74,6 +75,10 @@ struct Args {
     /// pgvalet's process id, to read its resident memory at each step.
     #[arg(long)]
     pid: Option<u32>,
+    /// What serves the clients, as the memory readings name it (the same load runs through
+    /// PgBouncer for comparison).
+    #[arg(long, default_value = "pgvalet")]
+    name: String,
 }
 
 /// What went wrong, counted, with the first few messages kept for the report.
@@ -185,7 +190,7 @@ impl Client {
                 }
             }
             match timed(self.tls.read_buf(&mut self.buf)).await? {
-                Ok(0) => return Err("closed by pgvalet".into()),
+                Ok(0) => return Err("closed by the server".into()),
                 Ok(_) => {}
                 Err(e) => return Err(format!("read: {e}")),
             }
@@ -449,7 +454,7 @@ async fn main() -> ExitCode {
     };
     let errors = Arc::new(Errors::default());
     let rss_start = rss_kib(args.pid);
-    show_rss("pgvalet before any client", rss_start);
+    show_rss(&format!("{} before any client", args.name), rss_start);
 
     // The active clients first, and a short run so that the pool fills: the base reading then
     // holds the pool and the active clients, and the growth after it is the idle clients'.

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # 10,000 TLS clients with client certificates through a release pgvalet, 200 of them running
 # transactions on a transaction-mode route (examples/load.rs): errors, the active clients'
-# p50/p99 latency, and pgvalet's resident memory per idle client. Starts a throwaway Postgres
-# and a pgvalet of its own on loopback, and stops both when it ends, whatever way it ends.
-# A measurement, not a test: run it alone, e.g.
+# p50/p99 latency, and pgvalet's resident memory per idle client. Then the same load through
+# PgBouncer (transaction pooling, client certificate auth, TLS to the server) in the same run,
+# for the ratio. Starts a throwaway Postgres, pgvalet and PgBouncer of its own on loopback, and
+# stops them when it ends, whatever way it ends. A measurement, not a test: run it alone, e.g.
 #
 #   scripts/load.sh
 #   LOAD_CLIENTS=2000 LOAD_ACTIVE=50 LOAD_SECONDS=10 scripts/load.sh
+#   LOAD_PGBOUNCER=0 scripts/load.sh     # pgvalet alone
 #
-# Takes about a minute on two cores (most of it the handshakes: both sides' on the same cores).
+# Takes about two minutes on two cores (most of it the handshakes: both sides' on the same
+# cores). Installs PgBouncer from the distribution if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -19,6 +22,8 @@ T=${LOAD_SECONDS:-20}
 POOL=${LOAD_POOL_SIZE:-20}
 PG_PORT=${LOAD_PG_PORT:-57432}
 PGV_PORT=${LOAD_PORT:-57433}
+PGB_PORT=${LOAD_PGBOUNCER_PORT:-57434}
+PGBOUNCER=${LOAD_PGBOUNCER:-1}
 # The whole run, after the build: the load client bounds each wait; this bounds the whole.
 LIMIT=${LOAD_LIMIT_SECONDS:-$((T + 240))}
 
@@ -28,6 +33,10 @@ need=$((N + 1000))
   { echo "load.sh: the hard limit on open files is $(ulimit -Hn); $N clients need $need" >&2; exit 1; }
 ulimit -n "$need"
 
+if [ "$PGBOUNCER" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then
+  SUDO=; [ "$(id -u)" != 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+fi
 cargo build --release -q --bin pgvalet --example load
 make -s certs DEVPKI_PROFILE=--release
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -38,15 +47,16 @@ chmod 755 "$W"
 PGV_PID=
 cleanup() {
   [ -n "$PGV_PID" ] && kill "$PGV_PID" 2>/dev/null && wait "$PGV_PID" 2>/dev/null || true
+  [ -f "$W/pgbouncer.pid" ] && kill "$(cat "$W/pgbouncer.pid")" 2>/dev/null || true
   as_pg "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in $PG_PORT $PGV_PORT; do
+for port in $PG_PORT $PGV_PORT $PGB_PORT; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-    echo "load.sh: 127.0.0.1:$port is taken; set LOAD_PG_PORT / LOAD_PORT" >&2
+    echo "load.sh: 127.0.0.1:$port is taken; set LOAD_PG_PORT / LOAD_PORT / LOAD_PGBOUNCER_PORT" >&2
     exit 1
   fi
 done
@@ -103,7 +113,7 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PGV_PORT) 2>/dev/null && 
 echo "$N TLS clients (ECDSA P-256 client certificates, TLS 1.3), $M active for ${T}s on a transaction-mode route (pool $POOL), $(nproc) cores; pgvalet $(git describe --always --dirty 2>/dev/null || echo '?')"
 status=0
 timeout --signal=INT "$LIMIT" "$TARGET/release/examples/load" --port "$PGV_PORT" --user load --database load \
-  --clients "$N" --active "$M" --seconds "$T" --pid "$PGV_PID" || status=$?
+  --clients "$N" --active "$M" --seconds "$T" --pid "$PGV_PID" --name pgvalet | tee "$W/pgvalet.out" || status=$?
 if ! kill -0 "$PGV_PID" 2>/dev/null; then
   echo "load.sh: pgvalet exited during the run; its log:" >&2
   tail -n 20 "$W/pgvalet.log" >&2
@@ -112,5 +122,53 @@ fi
 if grep -q '"level":"ERROR"\|ERROR' "$W/pgvalet.log"; then
   echo "pgvalet logged errors:" >&2
   grep 'ERROR' "$W/pgvalet.log" | head -n 5 >&2
+fi
+kill "$PGV_PID" 2>/dev/null && wait "$PGV_PID" 2>/dev/null || true
+PGV_PID=
+[ "$PGBOUNCER" = 1 ] || exit "$status"
+
+# PgBouncer: the same load, client certificate auth (CN "orders" as the user), TLS to Postgres,
+# transaction pooling with the same pool size.
+cp certs-dev/server.crt "$W/proxy.crt"; cp certs-dev/server.key "$W/proxy.key"; chmod 600 "$W/proxy.key"
+printf '"orders" ""\n' >"$W/userlist.txt"
+cat >"$W/pgbouncer.ini" <<INI
+[databases]
+load = host=127.0.0.1 port=$PG_PORT dbname=load user=load_svc password=$PW
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = cert
+auth_file = $W/userlist.txt
+client_tls_sslmode = verify-full
+client_tls_key_file = $W/proxy.key
+client_tls_cert_file = $W/proxy.crt
+client_tls_ca_file = $W/ca.crt
+server_tls_sslmode = verify-full
+server_tls_ca_file = $W/ca.crt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = $((N + 100))
+logfile = $W/pgbouncer.log
+pidfile = $W/pgbouncer.pid
+INI
+give_pg "$W"
+as_pg pgbouncer "$W/pgbouncer.ini" >/dev/null 2>&1 &
+for _ in $(seq 1 100); do [ -s "$W/pgbouncer.pid" ] && (exec 3<>/dev/tcp/127.0.0.1/$PGB_PORT) 2>/dev/null && break; sleep 0.1; done
+echo
+echo "The same load through $(pgbouncer --version | head -n 1)"
+timeout --signal=INT "$LIMIT" "$TARGET/release/examples/load" --port "$PGB_PORT" --user orders --database load \
+  --clients "$N" --active "$M" --seconds "$T" --pid "$(cat "$W/pgbouncer.pid")" --name pgbouncer | tee "$W/pgbouncer.out" || status=$?
+
+# The ratio of the two, from the load client's own summary lines.
+per_idle() { sed -n 's/^per idle client: \([0-9.]*\) KiB after connecting, \([0-9.]*\) KiB after one query.*/\1 \2/p' "$1"; }
+read -r v_conn v_query <<<"$(per_idle "$W/pgvalet.out")" || true
+read -r b_conn b_query <<<"$(per_idle "$W/pgbouncer.out")" || true
+if [ -n "${v_query:-}" ] && [ -n "${b_query:-}" ]; then
+  echo
+  echo "| KiB per idle TLS client | pgvalet | PgBouncer | pgvalet ÷ PgBouncer |"
+  echo "|---|---|---|---|"
+  awk -v a="$v_conn" -v b="$b_conn" 'BEGIN { printf "| after connecting | %s | %s | %.2f× |\n", a, b, a / b }'
+  awk -v a="$v_query" -v b="$b_query" 'BEGIN { printf "| after one query each | %s | %s | %.2f× |\n", a, b, a / b }'
 fi
 exit "$status"

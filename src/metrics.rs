@@ -6,7 +6,7 @@
 //! expiry) are not kept up to date on every change; [`crate::admin`] sets them from the live
 //! state just before it renders a scrape.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{
@@ -284,12 +284,38 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// Handles made once per route and shared: registering them anew cost every session
+    /// memory of its own for as long as it lived.
     pub fn new(route: &str) -> Traffic {
+        static ROUTES: Mutex<Vec<(String, [Counter; 2])>> = Mutex::new(Vec::new());
+        static BYTE_COUNTERS: OnceLock<[Counter; 2]> = OnceLock::new();
+        let [queries, transactions] = {
+            let mut routes = ROUTES.lock().unwrap_or_else(|e| e.into_inner());
+            match routes.iter().find(|(name, _)| name == route) {
+                Some((_, counters)) => counters.clone(),
+                None => {
+                    let counters = [
+                        counter!(QUERIES, "route" => route.to_owned()),
+                        counter!(TRANSACTIONS, "route" => route.to_owned()),
+                    ];
+                    routes.push((route.to_owned(), counters.clone()));
+                    counters
+                }
+            }
+        };
+        let [to_backend, to_client] = BYTE_COUNTERS
+            .get_or_init(|| {
+                [
+                    counter!(BYTES, "direction" => "client_to_backend"),
+                    counter!(BYTES, "direction" => "backend_to_client"),
+                ]
+            })
+            .clone();
         Traffic {
-            queries: counter!(QUERIES, "route" => route.to_owned()),
-            transactions: counter!(TRANSACTIONS, "route" => route.to_owned()),
-            to_backend: counter!(BYTES, "direction" => "client_to_backend"),
-            to_client: counter!(BYTES, "direction" => "backend_to_client"),
+            queries,
+            transactions,
+            to_backend,
+            to_client,
             reported: (0, 0),
         }
     }

@@ -161,10 +161,11 @@ async fn tls13_key_updates_keep_a_session_and_a_flood_of_them_ends_it() {
     assert!(marker(&mut s, 3));
     assert!(s.trace().contains(SERVER_KEY_UPDATE), "{}", s.trace());
 
-    // Many KeyUpdates are fine while data flows between them: 3 rounds of 20.
+    // Many KeyUpdates are fine while data flows between them: 3 rounds of 32, the most rustls
+    // allows in a row (as BoringSSL does).
     let mut sent = 2;
     for round in 0..3 {
-        for _ in 0..20 {
+        for _ in 0..32 {
             s.command("k").unwrap();
             sent += 1;
             assert!(wait_for_count(&mut s, CLIENT_KEY_UPDATE, sent));
@@ -172,8 +173,8 @@ async fn tls13_key_updates_keep_a_session_and_a_flood_of_them_ends_it() {
         assert!(marker(&mut s, 10 + round), "round {round}");
     }
 
-    // With nothing between them, the 33rd KeyUpdate in a row ends the session (rustls allows
-    // 32, as BoringSSL does): a close with no alert.
+    // With nothing between them, the 33rd KeyUpdate in a row ends the session: a close with no
+    // alert. s_client may send one or two more before it reads the close.
     let before_flood = sent;
     while sent < before_flood + 100 && s.command("k").is_ok() {
         sent += 1;
@@ -186,13 +187,18 @@ async fn tls13_key_updates_keep_a_session_and_a_flood_of_them_ends_it() {
         "still open"
     );
     let trace = s.trace();
-    assert_eq!(
-        trace.matches(CLIENT_KEY_UPDATE).count() - before_flood,
-        33,
-        "KeyUpdates sent before the close"
+    let flood = trace.matches(CLIENT_KEY_UPDATE).count() - before_flood;
+    assert!(
+        (33..=35).contains(&flood),
+        "{flood} KeyUpdates sent before the close"
     );
     assert!(!trace.contains("<<< TLS 1.3, Alert"), "{trace}");
-    assert!(s.stderr().contains("unexpected eof"), "{}", s.stderr());
+    // A close, or a reset when s_client's extra KeyUpdate reached a socket already closed.
+    let stderr = s.stderr();
+    assert!(
+        stderr.contains("unexpected eof") || stderr.contains("errno=104"),
+        "{stderr}"
+    );
 
     // Its slot is back and the bystander is served.
     settles(admin, TXN_ACTIVE, 0.0).await;

@@ -81,10 +81,14 @@ impl Registry {
                 break (pid, secret.into_boxed_slice());
             }
         };
-        entries.entry(pid).or_default().push(Entry {
-            secret: secret.clone(),
-            slot: slot.clone(),
-        });
+        // Keys rarely share a pid: a list holds one entry until one does.
+        entries
+            .entry(pid)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(Entry {
+                secret: secret.clone(),
+                slot: slot.clone(),
+            });
         Ticket {
             registry: self.clone(),
             pid,

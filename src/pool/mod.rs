@@ -84,7 +84,7 @@ pub struct Stats {
 }
 
 struct Idle {
-    conn: Connection,
+    conn: Box<Connection>,
     born: Instant,
     since: Instant,
 }
@@ -282,7 +282,7 @@ impl Pool {
         })
     }
 
-    async fn connect(&self) -> Result<Connection, BackendError> {
+    async fn connect(&self) -> Result<Box<Connection>, BackendError> {
         let login = Login {
             target: self.target.load_full(),
             credentials: self.credentials.as_deref(),
@@ -300,7 +300,7 @@ impl Pool {
         let mut conn = conn?;
         self.learn_address(&conn);
         self.run_init_query(&mut conn).await?;
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 
     /// Runs the route's `init_query`, if it has one.
@@ -411,7 +411,9 @@ impl Pool {
 /// A connection out of its pool. Give it back with [`Pooled::release`]; dropped any other way,
 /// it is closed and its slot freed.
 pub struct Pooled {
-    conn: Connection,
+    /// Boxed: a transaction-mode session holds an `Option<Pooled>` for its whole life, most of
+    /// it with nothing in it.
+    conn: Box<Connection>,
     /// The client left session state on it (transaction mode, pinned): reset before reuse.
     dirty: bool,
     born: Instant,

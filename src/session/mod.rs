@@ -59,8 +59,10 @@ pub async fn serve(
         Ok(addr) => addr,
         Err(e) => return log_refusal(started, endpoint, peer, None, &e),
     };
+    // Boxed: the TLS handshake is the largest state of all and the shortest lived; a task is
+    // as large as its largest state for its whole life.
     let arrival = tokio::select! {
-        arrival = frontdoor::accept(tcp, &state.tls, deadline) => arrival,
+        arrival = Box::pin(frontdoor::accept(tcp, &state.tls, deadline)) => arrival,
         () = life.drain.cancelled() => return,
     };
     match arrival {

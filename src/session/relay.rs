@@ -95,7 +95,14 @@ struct State<'a> {
 }
 
 /// Sends the greeting, then relays until the client leaves, the backend goes, or pgvalet stops.
-pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outcome {
+///
+/// The relay's state is built before the future that runs it, so that the session task holds
+/// it once (an async fn would keep its arguments beside the state made of them).
+pub fn run<'a>(
+    relay: Relay<'a>,
+    greeting: BytesMut,
+    life: &'a Lifecycle,
+) -> impl Future<Output = Outcome> + 'a {
     let mut state = State {
         client: relay.client,
         pool: relay.pool,
@@ -118,27 +125,31 @@ pub async fn run(relay: Relay<'_>, greeting: BytesMut, life: &Lifecycle) -> Outc
         sent_by_client: 0,
         sent_to_client: 0,
     };
-    let reason = state.relay(greeting, life).await;
-    let clean = state.at_clean_boundary();
-    if let Some(backend) = state.backend.take() {
-        state.ticket.serve(None);
-        backend.release(clean).await;
-    }
-    state
-        .traffic
-        .bytes(state.sent_by_client, state.sent_to_client);
-    Outcome {
-        from_client: state.sent_by_client,
-        to_client: state.sent_to_client,
-        reason,
+    async move {
+        let greeted = state.write_client(&greeting).await;
+        drop(greeting);
+        let reason = match greeted {
+            Ok(()) => state.relay(life).await,
+            Err(_) => "client_gone",
+        };
+        let clean = state.at_clean_boundary();
+        if let Some(backend) = state.backend.take() {
+            state.ticket.serve(None);
+            Box::pin(backend.release(clean)).await;
+        }
+        state
+            .traffic
+            .bytes(state.sent_by_client, state.sent_to_client);
+        Outcome {
+            from_client: state.sent_by_client,
+            to_client: state.sent_to_client,
+            reason,
+        }
     }
 }
 
 impl State<'_> {
-    async fn relay(&mut self, greeting: BytesMut, life: &Lifecycle) -> &'static str {
-        if self.write_client(&greeting).await.is_err() {
-            return "client_gone";
-        }
+    async fn relay(&mut self, life: &Lifecycle) -> &'static str {
         self.release_if_idle().await;
         // Made once: each new one would register with its token again at every wait. Until
         // `drain` fires only it is watched (it also fires when `stop` does).
@@ -183,6 +194,7 @@ impl State<'_> {
                 let _ = self.write_client(&out).await;
                 return "shutdown";
             }
+            self.bufs.shed();
             let backend = self.backend.as_mut().map(|b| &mut b.stream);
             tokio::select! {
                 io = self.bufs.wait(&mut self.client, backend, true) => match io {
@@ -539,10 +551,15 @@ impl State<'_> {
         {
             return;
         }
-        if let Some(backend) = self.backend.take_if(|b| b.status == b'I') {
+        // The connection goes into the boxed future at once, not through this one's state.
+        let released = self.backend.take_if(|b| b.status == b'I').map(|backend| {
             self.ticket.serve(None);
             self.client_state.set(ClientPhase::Idle);
-            backend.release(true).await;
+            // Boxed, as the borrow in `attach`: see there.
+            Box::pin(backend.release(true))
+        });
+        if let Some(released) = released {
+            released.await;
         }
     }
 
@@ -552,7 +569,9 @@ impl State<'_> {
             return Ok(());
         }
         self.client_state.set(ClientPhase::Waiting);
-        match self.pool.borrow(&self.settings).await {
+        // Boxed: a borrow may check or set up a connection, a large future, and a session
+        // task is as large as its largest state for its whole life, idle or not.
+        let e = match Box::pin(self.pool.borrow(&self.settings)).await {
             Ok(backend) => {
                 self.client_state.set(ClientPhase::Active);
                 self.ticket.serve(
@@ -561,21 +580,22 @@ impl State<'_> {
                         .map(|key| (backend.target.clone(), backend.peer, key)),
                 );
                 self.backend = Some(backend);
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                let mut out = BytesMut::new();
-                messages::error_response(
-                    &mut out,
-                    Severity::Fatal,
-                    e.sqlstate().unwrap_or("08006"),
-                    &e.client_message(),
-                );
-                let _ = self.write_client(&out).await;
-                tracing::info!(pool = %self.pool.name(), error = %e, "no backend connection for a transaction");
-                Err(e.kind())
-            }
-        }
+            Err(e) => e,
+        };
+        tracing::info!(pool = %self.pool.name(), error = %e, "no backend connection for a transaction");
+        let mut out = BytesMut::new();
+        messages::error_response(
+            &mut out,
+            Severity::Fatal,
+            e.sqlstate().unwrap_or("08006"),
+            &e.client_message(),
+        );
+        let kind = e.kind();
+        drop(e);
+        let _ = self.write_client(&out).await;
+        Err(kind)
     }
 
     fn drop_backend(&mut self) {

@@ -6,14 +6,19 @@
 //!
 //! Bytes are written straight from the buffers they were read into (the client's bytes after
 //! the relay has rewritten what it must), and a read stops only when what it feeds is full.
+//!
+//! A buffer holds memory only while bytes pass through it: a read into an empty buffer goes to
+//! the stack first, and the relay sheds every empty buffer before it waits. An idle session
+//! (thousands of them, most of the time) holds no buffer at all.
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -26,6 +31,8 @@ const BUFFER_CAP: usize = 256 * 1024;
 /// short, so what the backend says (an error in the middle of a client's long pipeline) is read
 /// and passed on between two such writes, not after all of them.
 const WRITE_PER_WAIT: usize = 64 * 1024;
+/// How much one read takes at most, and how much room a buffer is given when bytes come.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// What is buffered between the client and the backend.
 #[derive(Debug)]
@@ -56,9 +63,9 @@ pub(super) enum Io {
 impl Buffers {
     pub fn new() -> Buffers {
         Buffers {
-            from_client: BytesMut::with_capacity(8 * 1024),
-            to_backend: BytesMut::with_capacity(8 * 1024),
-            from_backend: BytesMut::with_capacity(8 * 1024),
+            from_client: BytesMut::new(),
+            to_backend: BytesMut::new(),
+            from_backend: BytesMut::new(),
             to_client: 0,
             client_unflushed: false,
             backend_unflushed: false,
@@ -72,6 +79,20 @@ impl Buffers {
             && self.from_backend.is_empty()
             && !self.backend_unflushed
             && !self.client_unflushed
+    }
+
+    /// Frees the memory of every buffer that holds nothing: what a session keeps while it waits
+    /// is then only what is still on its way.
+    pub fn shed(&mut self) {
+        for buf in [
+            &mut self.from_client,
+            &mut self.to_backend,
+            &mut self.from_backend,
+        ] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
     }
 
     /// Everything ready for the backend is written.
@@ -174,7 +195,7 @@ impl Buffers {
     /// goodbye, whose last messages reach the backend as they would direct. Returns false when
     /// the backend is gone.
     pub async fn write_out_to_backend(&mut self, backend: &mut BackendStream) -> bool {
-        let mut dropped = BytesMut::with_capacity(8 * 1024);
+        let mut dropped = BytesMut::new();
         poll_fn(|cx| {
             loop {
                 match send(cx, backend, &self.to_backend, &mut self.backend_unflushed) {
@@ -231,13 +252,32 @@ fn send<W: AsyncWrite + Unpin>(
 }
 
 /// Reads what `r` has into `buf`, sending what its TLS layer has to say of its own meanwhile
-/// (see [`Answering`]).
+/// (see [`Answering`]). A buffer with no memory is given some only once bytes have come: the
+/// read goes to the stack, so a wait that finds nothing holds nothing.
 fn receive<R: AsyncRead + AsyncWrite + TlsPending + Unpin>(
     cx: &mut Context<'_>,
     r: &mut R,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
-    pin!(Answering(r).read_buf(buf)).poll(cx)
+    if buf.capacity() > 0 {
+        if buf.capacity() - buf.len() < READ_CHUNK / 8 {
+            buf.reserve(READ_CHUNK);
+        }
+        return pin!(Answering(r).read_buf(buf)).poll(cx);
+    }
+    let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut chunk);
+    match Pin::new(&mut Answering(r)).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            let filled = read.filled();
+            if !filled.is_empty() {
+                buf.reserve(READ_CHUNK.max(filled.len()));
+                buf.extend_from_slice(filled);
+            }
+            Poll::Ready(Ok(filled.len()))
+        }
+        other => other.map_ok(|()| 0),
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +289,56 @@ mod tests {
         b.from_backend.extend_from_slice(from_backend);
         b.to_client = to_client;
         b
+    }
+
+    impl TlsPending for tokio::io::DuplexStream {
+        fn wants_write(&self) -> bool {
+            false
+        }
+    }
+
+    fn poll_receive(
+        r: &mut tokio::io::DuplexStream,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        receive(&mut cx, r, buf)
+    }
+
+    #[tokio::test]
+    async fn a_buffer_holds_memory_only_while_bytes_pass() {
+        let (mut near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut bufs = Buffers::new();
+        // Nothing has come: the wait holds nothing.
+        assert!(poll_receive(&mut near, &mut bufs.from_client).is_pending());
+        assert_eq!(bufs.from_client.capacity(), 0);
+        // What comes is read whole, into memory given for it.
+        far.write_all(b"hello").await.unwrap();
+        assert!(matches!(
+            poll_receive(&mut near, &mut bufs.from_client),
+            Poll::Ready(Ok(5))
+        ));
+        assert_eq!(&bufs.from_client[..], b"hello");
+        // More than one read's worth arrives in order, the buffer growing to hold it.
+        let long: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        far.write_all(&long).await.unwrap();
+        while bufs.from_client.len() < 5 + long.len() {
+            assert!(poll_receive(&mut near, &mut bufs.from_client).is_ready());
+        }
+        assert_eq!(&bufs.from_client[5..], &long[..]);
+        // Taken by the relay: shed gives the memory back; a buffer still holding bytes keeps them.
+        bufs.to_backend.extend_from_slice(b"partial");
+        bufs.from_client.advance(5 + long.len());
+        bufs.shed();
+        assert_eq!(bufs.from_client.capacity(), 0);
+        assert_eq!(&bufs.to_backend[..], b"partial");
+        // The end of the stream reads as 0 with nothing held.
+        drop(far);
+        assert!(matches!(
+            poll_receive(&mut near, &mut bufs.from_client),
+            Poll::Ready(Ok(0))
+        ));
+        assert_eq!(bufs.from_client.capacity(), 0);
     }
 
     #[test]
