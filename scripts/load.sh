@@ -153,12 +153,17 @@ logfile = $W/pgbouncer.log
 pidfile = $W/pgbouncer.pid
 INI
 give_pg "$W"
-as_pg pgbouncer "$W/pgbouncer.ini" >/dev/null 2>&1 &
+# The server user's login limits (PAM) lower the descriptor limit again: raise it in the shell.
+as_pg sh -c 'ulimit -n "$1" && exec pgbouncer "$2"' sh "$need" "$W/pgbouncer.ini" >/dev/null 2>&1 &
 for _ in $(seq 1 100); do [ -s "$W/pgbouncer.pid" ] && (exec 3<>/dev/tcp/127.0.0.1/$PGB_PORT) 2>/dev/null && break; sleep 0.1; done
 echo
 echo "The same load through $(pgbouncer --version | head -n 1)"
 timeout --signal=INT "$LIMIT" "$TARGET/release/examples/load" --port "$PGB_PORT" --user orders --database load \
-  --clients "$N" --active "$M" --seconds "$T" --pid "$(cat "$W/pgbouncer.pid")" --name pgbouncer | tee "$W/pgbouncer.out" || status=$?
+  --clients "$N" --active "$M" --seconds "$T" --pid "$(cat "$W/pgbouncer.pid")" --name pgbouncer | tee "$W/pgbouncer.out" || {
+  status=$?
+  echo "load.sh: the run through PgBouncer failed ($status); its log ends:" >&2
+  tail -n 10 "$W/pgbouncer.log" >&2
+}
 
 # The ratio of the two, from the load client's own summary lines.
 per_idle() { sed -n 's/^per idle client: \([0-9.]*\) KiB after connecting, \([0-9.]*\) KiB after one query.*/\1 \2/p' "$1"; }
