@@ -15,16 +15,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
+. scripts/pgbouncer-env.sh
 
 T=${BENCH_SECONDS:-10}
 C=${BENCH_CLIENTS:-16}
 J=${BENCH_THREADS:-2}
 SCALE=${BENCH_SCALE:-5}
 
-if ! command -v pgbouncer >/dev/null 2>&1; then
-  SUDO=; [ "$(id -u)" != 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
-fi
+pgbouncer_install
 cargo build --release -q
 cargo build --release -q --example tcp_hop
 make -s certs
@@ -33,12 +31,11 @@ BIN=$(pg_bindir)
 W=$(mktemp -d /tmp/pgvalet-bench-XXXXXX)
 chmod 755 "$W"
 PG_PORT=56432 PGV_PORT=56433 PGB_PORT=56434 HOP_PORT=56435
-PGV_PID= PGB_PID= HOP_PID=
+PGV_PID= HOP_PID=
 cleanup() {
   [ -n "$HOP_PID" ] && kill "$HOP_PID" 2>/dev/null || true
   [ -n "$PGV_PID" ] && kill "$PGV_PID" 2>/dev/null || true
   [ -f "$W/pgbouncer.pid" ] && kill "$(cat "$W/pgbouncer.pid")" 2>/dev/null || true
-  [ -n "$PGB_PID" ] && kill "$PGB_PID" 2>/dev/null || true
   as_pg "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$W"
 }
@@ -46,8 +43,7 @@ trap cleanup EXIT
 
 # Postgres: TLS + SCRAM for TCP, trust on its own socket.
 cp certs-dev/postgres.crt "$W/server.crt"; cp certs-dev/postgres.key "$W/server.key"; cp certs-dev/ca.crt "$W/ca.crt"
-cp certs-dev/server.crt "$W/proxy.crt"; cp certs-dev/server.key "$W/proxy.key"
-chmod 600 "$W/server.key" "$W/proxy.key"
+chmod 600 "$W/server.key"
 mkdir -p "$W/data" "$W/run"
 give_pg "$W"
 as_pg "$BIN/initdb" -D "$W/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 -N >/dev/null
@@ -102,31 +98,7 @@ target/release/examples/tcp_hop 127.0.0.1:$HOP_PORT 127.0.0.1:$PG_PORT &
 HOP_PID=$!
 
 # PgBouncer: client certificate auth (CN "orders"), TLS to Postgres, transaction pooling.
-printf '"orders" ""\n' >"$W/userlist.txt"
-cat >"$W/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench user=bench_svc password=$PW
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = cert
-auth_file = $W/userlist.txt
-client_tls_sslmode = verify-full
-client_tls_key_file = $W/proxy.key
-client_tls_cert_file = $W/proxy.crt
-client_tls_ca_file = $W/ca.crt
-server_tls_sslmode = verify-full
-server_tls_ca_file = $W/ca.crt
-pool_mode = transaction
-default_pool_size = $C
-max_client_conn = 1000
-logfile = $W/pgbouncer.log
-pidfile = $W/pgbouncer.pid
-INI
-give_pg "$W"
-as_pg pgbouncer "$W/pgbouncer.ini" >/dev/null 2>&1 &
-PGB_PID=$!
+pgbouncer_start "$W" "$PGB_PORT" "$PG_PORT" bench bench_svc "$PW" "$C" 1000
 for port in $PGV_PORT $PGB_PORT $HOP_PORT; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done

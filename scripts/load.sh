@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
+. scripts/pgbouncer-env.sh
 
 N=${LOAD_CLIENTS:-10000}
 M=${LOAD_ACTIVE:-200}
@@ -33,10 +34,7 @@ need=$((N + 1000))
   { echo "load.sh: the hard limit on open files is $(ulimit -Hn); $N clients need $need" >&2; exit 1; }
 ulimit -n "$need"
 
-if [ "$PGBOUNCER" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then
-  SUDO=; [ "$(id -u)" != 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
-fi
+[ "$PGBOUNCER" = 1 ] && pgbouncer_install
 cargo build --release -q --bin pgvalet --example load
 make -s certs DEVPKI_PROFILE=--release
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -129,33 +127,7 @@ PGV_PID=
 
 # PgBouncer: the same load, client certificate auth (CN "orders" as the user), TLS to Postgres,
 # transaction pooling with the same pool size.
-cp certs-dev/server.crt "$W/proxy.crt"; cp certs-dev/server.key "$W/proxy.key"; chmod 600 "$W/proxy.key"
-printf '"orders" ""\n' >"$W/userlist.txt"
-cat >"$W/pgbouncer.ini" <<INI
-[databases]
-load = host=127.0.0.1 port=$PG_PORT dbname=load user=load_svc password=$PW
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = cert
-auth_file = $W/userlist.txt
-client_tls_sslmode = verify-full
-client_tls_key_file = $W/proxy.key
-client_tls_cert_file = $W/proxy.crt
-client_tls_ca_file = $W/ca.crt
-server_tls_sslmode = verify-full
-server_tls_ca_file = $W/ca.crt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = $((N + 100))
-logfile = $W/pgbouncer.log
-pidfile = $W/pgbouncer.pid
-INI
-give_pg "$W"
-# The server user's login limits (PAM) lower the descriptor limit again: raise it in the shell.
-as_pg sh -c 'ulimit -n "$1" && exec pgbouncer "$2"' sh "$need" "$W/pgbouncer.ini" >/dev/null 2>&1 &
-for _ in $(seq 1 100); do [ -s "$W/pgbouncer.pid" ] && (exec 3<>/dev/tcp/127.0.0.1/$PGB_PORT) 2>/dev/null && break; sleep 0.1; done
+pgbouncer_start "$W" "$PGB_PORT" "$PG_PORT" load load_svc "$PW" "$POOL" $((N + 100))
 echo
 echo "The same load through $(pgbouncer --version | head -n 1)"
 timeout --signal=INT "$LIMIT" "$TARGET/release/examples/load" --port "$PGB_PORT" --user orders --database load \
