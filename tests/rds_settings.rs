@@ -65,6 +65,50 @@ async fn idle_clients_are_closed_busy_ones_are_not() {
     proxy.stop().await;
 }
 
+/// A client that takes none of its answer for `idle_client_timeout` is as idle as one that says
+/// nothing: it is closed, and the backend connection it held mid-answer is closed too, so its
+/// slot serves the next client (the route has one), in either pool mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_nothing_of_its_answer_frees_its_backend() {
+    let proxy = Proxy::start_with("idle_client_timeout = \"1s\"", ROUTES).await;
+    for user in ["rds", "rds_txn"] {
+        let mut stalled =
+            Raw::startup(proxy.port(), &[("user", user), ("database", "orders")]).await;
+        let msgs = stalled.read_until_ready_or_error().await;
+        assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+        // 200 MB of rows, none of them read; the socket stays open.
+        stalled
+            .send(&query_message(
+                "select repeat('x', 1000000) from generate_series(1, 200)",
+            ))
+            .await;
+        let started = Instant::now();
+        proxy
+            .wait_for_pool(
+                user,
+                "orders",
+                pgvalet::pool::Stats {
+                    idle: 0,
+                    active: 0,
+                    waiting: 0,
+                },
+            )
+            .await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+            "{user}: freed {waited:?} after the query was sent"
+        );
+        let next = pg_connect(proxy.port(), "orders", user, "orders")
+            .await
+            .unwrap();
+        let row = next.query_one("select 7", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 7, "{user}");
+        drop(stalled);
+    }
+    proxy.stop().await;
+}
+
 /// `connection_borrow_timeout` is `borrow_timeout` under RDS Proxy's name; `init_query` runs on
 /// each new connection and again after each reset, before any client settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

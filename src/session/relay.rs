@@ -157,11 +157,13 @@ impl State<'_> {
         tokio::pin!(drain, stop);
         // Idleness is sampled four times per timeout: a client is closed once five samples in a
         // row found it idle with nothing sent (the first may cover only part of a period), so
-        // between 1 and 1.25 timeouts after the last word either way.
+        // between 1 and 1.25 timeouts after the last word either way. A client that has taken
+        // none of what is waiting for it is as idle as one that says nothing: it would hold its
+        // backend connection, stopped mid-answer, for as long as it stays connected.
         let sample = self.idle_timeout / IDLE_SAMPLES;
         let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + sample, sample);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut quiet, mut heard) = (0, self.sent_by_client);
+        let (mut quiet, mut heard, mut taken) = (0, self.sent_by_client, self.bufs.taken_by_client);
         let mut reported = (self.sent_by_client, self.sent_to_client);
         loop {
             // Pass on what has come whole or passable each way (in transaction mode borrowing
@@ -214,10 +216,19 @@ impl State<'_> {
                 () = &mut drain, if !self.draining => self.draining = true,
                 () = &mut stop, if self.draining => return "shutdown",
                 _ = idle_check.tick() => {
-                    if heard == self.sent_by_client && self.waiting_for_client() {
+                    let stalled = self.bufs.owes_client();
+                    if heard == self.sent_by_client
+                        && taken == self.bufs.taken_by_client
+                        && (stalled || self.waiting_for_client())
+                    {
                         quiet += 1;
                     } else {
-                        (quiet, heard) = (0, self.sent_by_client);
+                        (quiet, heard, taken) = (0, self.sent_by_client, self.bufs.taken_by_client);
+                    }
+                    if quiet > IDLE_SAMPLES && stalled {
+                        // Nothing more can reach it; its backend connection, mid-answer, is
+                        // closed when the session ends.
+                        return "client_stalled";
                     }
                     if quiet > IDLE_SAMPLES {
                         let mut out = BytesMut::new();

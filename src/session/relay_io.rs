@@ -45,6 +45,8 @@ pub(super) struct Buffers {
     /// yet looked at.
     pub from_backend: BytesMut,
     pub to_client: usize,
+    /// Bytes the client's stream has taken, for the session's life.
+    pub taken_by_client: u64,
     client_unflushed: bool,
     backend_unflushed: bool,
 }
@@ -67,6 +69,7 @@ impl Buffers {
             to_backend: BytesMut::new(),
             from_backend: BytesMut::new(),
             to_client: 0,
+            taken_by_client: 0,
             client_unflushed: false,
             backend_unflushed: false,
         }
@@ -93,6 +96,11 @@ impl Buffers {
                 *buf = BytesMut::new();
             }
         }
+    }
+
+    /// Bytes are ready for the client that it has not taken yet.
+    pub fn owes_client(&self) -> bool {
+        self.to_client > 0 || self.client_unflushed
     }
 
     /// Everything ready for the backend is written.
@@ -144,6 +152,7 @@ impl Buffers {
             Ok((n, progress)) => {
                 self.from_backend.advance(n);
                 self.to_client -= n;
+                self.taken_by_client += n as u64;
                 moved |= progress;
             }
             Err(_) => return Poll::Ready(Io::ClientGone),
