@@ -7,7 +7,10 @@
 //! - when the stream ends on a message boundary, what the relay sends on is whole messages, and
 //!   a backend answering each of them leaves the client with exactly one ParseComplete per
 //!   Parse and one ReadyForQuery per Query, Sync and FunctionCall it sent: every Parse and Sync
-//!   pgvalet adds itself is answered out of the client's sight.
+//!   pgvalet adds itself is answered out of the client's sight. In transaction mode a Parse of a
+//!   name in use is refused (42P05) by an error the backend is made to give, after which it
+//!   skips to the next Sync, as Postgres does: with a refusal in the stream, no Parse is
+//!   answered twice and every Sync still gets its ReadyForQuery.
 //!
 //! Input: one byte choosing the pieces and the pool mode, then the client's stream.
 #![no_main]
@@ -208,19 +211,48 @@ fuzz_target!(|data: &[u8]| {
         .filter(|(tag, _)| matches!(tag, b'Q' | b'S' | b'F'))
         .count();
     let forwarded = common::messages(&whole.out).expect("whole messages sent on");
-    let (mut parse_complete, mut ready) = (0, 0);
+    let (mut parse_complete, mut ready, mut refused, mut syncs) = (0, 0, 0, 0);
+    // After an error the backend skips everything up to the next Sync.
+    let mut skipping = false;
     for (tag, _) in forwarded {
+        if skipping && tag != b'S' {
+            continue;
+        }
         match tag {
             b'P' => parse_complete += usize::from(!whole.expected.parse_complete()),
-            b'Q' | b'S' | b'F' => ready += usize::from(!whole.expected.ready()),
+            // The Describe that stands for a refused Parse fails: the client sees 42P05.
+            b'D' if whole.expected.refusal_next() => {
+                let name = whole
+                    .statements
+                    .error(&mut whole.expected, &mut whole.on_backend);
+                assert!(name.is_some(), "a refusal names its statement");
+                refused += 1;
+                skipping = true;
+            }
+            b'S' => {
+                skipping = false;
+                let shown = !whole.expected.ready();
+                ready += usize::from(shown);
+                syncs += usize::from(shown);
+            }
+            b'Q' | b'F' => ready += usize::from(!whole.expected.ready()),
             _ => {}
         }
     }
-    assert_eq!(
-        parse_complete, owed_parse,
-        "ParseComplete messages the client sees"
-    );
-    assert_eq!(ready, owed_ready, "ReadyForQuery messages the client sees");
+    if refused == 0 {
+        assert_eq!(
+            parse_complete, owed_parse,
+            "ParseComplete messages the client sees"
+        );
+        assert_eq!(ready, owed_ready, "ReadyForQuery messages the client sees");
+    } else {
+        let owed_syncs = sent.iter().filter(|(tag, _)| *tag == b'S').count();
+        assert!(
+            parse_complete + refused <= owed_parse,
+            "{parse_complete} ParseComplete and {refused} refusals for {owed_parse} Parse messages"
+        );
+        assert_eq!(syncs, owed_syncs, "ReadyForQuery messages for Sync");
+    }
 
     // A batch of Parse messages and a Sync, answered without a backend.
     let mut statements = Statements::numbered(2);
