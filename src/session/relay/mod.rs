@@ -10,6 +10,8 @@
 //! asyncpg's executemany) sees an early error as soon as it would direct and cannot wedge
 //! pgvalet between itself and the backend.
 
+mod lease;
+
 use crate::server::Lifecycle;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -20,8 +22,7 @@ use crate::backend::ClientSettings;
 use crate::backend::settings::is_followed;
 use crate::cancel::Ticket;
 use crate::config::PoolMode;
-use crate::error::ClientError;
-use crate::metrics::{ClientPhase, ClientState, Traffic};
+use crate::metrics::{ClientState, Traffic};
 use crate::pool::{Pool, Pooled, Pools};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::scan::{Item, Scanner};
@@ -225,12 +226,12 @@ impl State<'_> {
                     } else {
                         (quiet, heard, taken) = (0, self.sent_by_client, self.bufs.taken_by_client);
                     }
-                    if quiet > IDLE_SAMPLES && stalled {
-                        // Nothing more can reach it; its backend connection, mid-answer, is
-                        // closed when the session ends.
-                        return "client_stalled";
-                    }
                     if quiet > IDLE_SAMPLES {
+                        if stalled {
+                            // Nothing more can reach it; its backend connection, mid-answer, is
+                            // closed when the session ends.
+                            return "client_stalled";
+                        }
                         let mut out = BytesMut::new();
                         messages::error_response(
                             &mut out,
@@ -550,68 +551,6 @@ impl State<'_> {
             self.bufs.to_client = end;
         }
         Ok(())
-    }
-
-    /// In transaction mode, gives the backend back once it is idle with nothing in flight.
-    async fn release_if_idle(&mut self) {
-        if self.pool.mode() != PoolMode::Transaction
-            || self.pinned.is_some()
-            || !self.at_clean_boundary()
-            || !self.bufs.from_backend.is_empty()
-            || !self.bufs.backend_written()
-        {
-            return;
-        }
-        // The connection goes into the boxed future at once, not through this one's state.
-        let released = self.backend.take_if(|b| b.status == b'I').map(|backend| {
-            self.ticket.serve(None);
-            self.client_state.set(ClientPhase::Idle);
-            // Boxed, as the borrow in `attach`: see there.
-            Box::pin(backend.release(true))
-        });
-        if let Some(released) = released {
-            released.await;
-        }
-    }
-
-    /// Makes sure a backend is attached, borrowing one in transaction mode.
-    async fn attach(&mut self) -> Result<(), &'static str> {
-        if self.backend.is_some() {
-            return Ok(());
-        }
-        self.client_state.set(ClientPhase::Waiting);
-        // Boxed: a borrow may check or set up a connection, a large future, and a session
-        // task is as large as its largest state for its whole life, idle or not.
-        let e = match Box::pin(self.pool.borrow(&self.settings)).await {
-            Ok(backend) => {
-                self.client_state.set(ClientPhase::Active);
-                self.ticket.serve(
-                    backend
-                        .key
-                        .map(|key| (backend.target.clone(), backend.peer, key)),
-                );
-                self.backend = Some(backend);
-                return Ok(());
-            }
-            Err(e) => e,
-        };
-        tracing::info!(pool = %self.pool.name(), error = %e, "no backend connection for a transaction");
-        let mut out = BytesMut::new();
-        messages::error_response(
-            &mut out,
-            Severity::Fatal,
-            e.sqlstate().unwrap_or("08006"),
-            &e.client_message(),
-        );
-        let kind = e.kind();
-        drop(e);
-        let _ = self.write_client(&out).await;
-        Err(kind)
-    }
-
-    fn drop_backend(&mut self) {
-        self.ticket.serve(None);
-        self.backend = None;
     }
 
     async fn write_client(&mut self, data: &[u8]) -> std::io::Result<()> {
